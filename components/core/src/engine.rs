@@ -1,0 +1,670 @@
+//! The sync (SPEC §3), step by step. Order matters for crash safety: blobs
+//! before `metadata.db`, `metadata.db` before `version.txt`, the remote
+//! commit before the local one. ARCHITECTURE.md explains why each step is
+//! where it is.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::api::{FileError, SyncError, SyncOptions, SyncSummary};
+use crate::hlc::HlcClock;
+use crate::lease::Lease;
+use crate::local_state::{self, LocalState};
+use crate::model::{BlobRef, LocalRow, RemoteRow, RowBase, SyncStatus, iso8601_utc};
+use crate::plan::{Action, DecideContext, decide};
+use crate::ports::{Io, LocalCommit, Phase, Precondition, ProgressEvent, RemoteError, RowWrite};
+use crate::remote_db::RemoteDb;
+use crate::session::{METADATA_DB, Session, TMP_ROOT, VERSION_TXT};
+
+/// Why one attempt stopped without finishing.
+enum Interrupted {
+    /// Someone else committed in between: start over with their commit.
+    Fenced,
+    /// Anything else.
+    Failed(SyncError),
+}
+
+impl<E: Into<SyncError>> From<E> for Interrupted {
+    fn from(e: E) -> Self {
+        Interrupted::Failed(e.into())
+    }
+}
+
+/// Runs one sync.
+pub fn sync(io: &mut Io<'_>, opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
+    let started_ms = io.clock.now_ms();
+    let mut reporter = Reporter::default();
+    reporter.report(io, 0, Phase::Check, "checking for changes");
+    let state = local_state::load(io)?;
+    let mut session = Session::new(opts.remote_retries_max);
+    if !opts.force && !state.resync_requested {
+        let unsynced = io.local.count_unsynced()?;
+        let remote_version = session.read_version(io)?;
+        if unsynced == 0 && state.version.is_some() && remote_version == state.version {
+            reporter.report(io, 100, Phase::Done, "already in sync");
+            let summary = SyncSummary {
+                skipped: true,
+                new_version: state.version.unwrap_or(0),
+                duration_ms: elapsed(io, started_ms),
+                ..SyncSummary::default()
+            };
+            return Ok(summary);
+        }
+    }
+    let mut lease = None;
+    let result = run_attempts(io, opts, &state, &mut session, &mut lease, &mut reporter);
+    let _ = session.remove(io, &tmp_dir(&state.instance));
+    if let Some(lease) = lease {
+        let _ = lease.release(&mut session, io);
+    }
+    let mut summary = result?;
+    summary.duration_ms = elapsed(io, started_ms);
+    reporter.report(io, 100, Phase::Done, &format!("sync complete at version {}", summary.new_version));
+    Ok(summary)
+}
+
+fn elapsed(io: &mut Io<'_>, started_ms: i64) -> u64 {
+    u64::try_from(io.clock.now_ms() - started_ms).unwrap_or(0)
+}
+
+fn run_attempts(
+    io: &mut Io<'_>,
+    opts: &SyncOptions,
+    state: &LocalState,
+    session: &mut Session,
+    lease: &mut Option<Lease>,
+    reporter: &mut Reporter,
+) -> Result<SyncSummary, SyncError> {
+    let attempts_max = opts.commit_attempts_max.max(1);
+    for attempt in 1..=attempts_max {
+        if lease.is_none() {
+            reporter.report(io, 5, Phase::Lock, "acquiring the sync lock");
+            *lease = Some(Lease::acquire(session, io, opts, &state.instance)?);
+        }
+        let held = lease.as_mut().expect("lease acquired above");
+        match attempt_once(io, opts, state, session, held, reporter) {
+            Ok(summary) => return Ok(summary),
+            Err(Interrupted::Fenced) => {
+                let msg = format!("another instance committed first; starting over (attempt {attempt})");
+                reporter.report(io, 10, Phase::Fetch, &msg);
+            }
+            Err(Interrupted::Failed(SyncError::LeaseLost)) if attempt < attempts_max => {
+                *lease = None;
+                reporter.report(io, 5, Phase::Lock, "the sync lease was lost; taking it again");
+            }
+            Err(Interrupted::Failed(e)) => return Err(e),
+        }
+    }
+    Err(SyncError::Contention { attempts: attempts_max })
+}
+
+/// The remote state one attempt works on.
+struct Fetched {
+    db: RemoteDb,
+    etag: Option<String>,
+    is_new: bool,
+    /// `version.txt` when the attempt started (the fencing token).
+    version_txt: Option<i64>,
+}
+
+impl Fetched {
+    /// The newest version anyone has published; our commit goes one past it so
+    /// `version.txt` only ever grows.
+    fn head(&self) -> i64 {
+        self.db.version().max(self.version_txt.unwrap_or(0))
+    }
+}
+
+fn fetch(io: &mut Io<'_>, opts: &SyncOptions, session: &mut Session) -> Result<Fetched, SyncError> {
+    let version_txt = session.read_version(io)?;
+    match session.call(io, |io| io.remote.get(METADATA_DB, opts.metadata_bytes_max)) {
+        Ok(f) => {
+            let db = RemoteDb::from_bytes(&f.bytes)
+                .map_err(|e| SyncError::RemoteCorrupt(format!("metadata.db: {e}")))?;
+            Ok(Fetched { db, etag: f.etag, is_new: false, version_txt })
+        }
+        Err(RemoteError::NotFound) => {
+            let epoch = local_state::new_id(io, "e");
+            let db = RemoteDb::create(&epoch).map_err(|e| SyncError::RemoteCorrupt(e.to_string()))?;
+            Ok(Fetched { db, etag: None, is_new: true, version_txt })
+        }
+        Err(RemoteError::TooLarge { bytes_max }) => Err(SyncError::RemoteCorrupt(format!(
+            "metadata.db is larger than the configured maximum of {bytes_max} bytes"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One decided file, with what the sync needs to carry it out.
+struct Step {
+    local: Option<LocalRow>,
+    remote: Option<RemoteRow>,
+    action: Action,
+}
+
+fn attempt_once(
+    io: &mut Io<'_>,
+    opts: &SyncOptions,
+    state: &LocalState,
+    session: &mut Session,
+    lease: &mut Lease,
+    reporter: &mut Reporter,
+) -> Result<SyncSummary, Interrupted> {
+    reporter.report(io, 10, Phase::Fetch, "downloading metadata.db");
+    let mut fetched = fetch(io, opts, session)?;
+    let void_base = state.epoch.as_deref() != Some(fetched.db.epoch());
+    let mut summary =
+        SyncSummary { epoch_changed: void_base && state.epoch.is_some(), ..SyncSummary::default() };
+    if summary.epoch_changed {
+        let msg = "the remote is not the one this instance last synced with: nothing is deleted \
+                   locally because of it, local files are offered to it";
+        reporter.report(io, 15, Phase::Compare, msg);
+    }
+
+    reporter.report(io, 20, Phase::Compare, "comparing local and remote");
+    let bases = io.local.row_bases()?;
+    let ctx = DecideContext { instance: &state.instance, seen: &state.seen, void_base };
+    let mut steps = compare(io, state, &fetched, &bases, &ctx)?;
+    guard_mass_delete(opts, &bases, &steps)?;
+
+    let mut transfer = Transfers::default();
+    upload_blobs(io, session, lease, reporter, &mut steps, &mut transfer, &state.instance)?;
+    download_blobs(io, opts, session, lease, reporter, &mut steps, &mut transfer)?;
+    summary.uploaded = transfer.uploaded;
+    summary.downloaded = transfer.downloaded;
+
+    let now_iso = iso8601_utc(io.clock.now_ms());
+    let pushes: Vec<RemoteRow> = steps.iter().filter_map(|s| remote_row_of(s, &now_iso)).collect();
+    let needs_commit =
+        !pushes.is_empty() || fetched.is_new || fetched.version_txt != Some(fetched.db.version());
+    // After a restore from an older copy, commit past every version this
+    // instance has seen: a peer that recorded that number must not mistake
+    // the new state for the one it already has.
+    let known = if void_base { 0 } else { state.version.unwrap_or(0) };
+    let needs_commit = needs_commit || fetched.head() < known;
+    let final_version = if needs_commit {
+        let new_version = fetched.head().max(known) + 1;
+        commit_remote(io, session, lease, reporter, &mut fetched, &pushes, new_version, &now_iso)?;
+        new_version
+    } else {
+        fetched.head()
+    };
+
+    reporter.report(io, 95, Phase::Apply, "updating the local database");
+    let mut clock = state.seen.clone();
+    let writes = local_writes(&steps, final_version, &mut clock);
+    let mut meta = vec![
+        (local_state::META_EPOCH.to_owned(), fetched.db.epoch().to_owned()),
+        (local_state::META_HLC.to_owned(), clock.current().to_string()),
+        (local_state::META_LAST_SYNC.to_owned(), now_iso),
+        (local_state::META_RESYNC.to_owned(), String::new()),
+    ];
+    // With a file left behind, keep the old version so the quick check sends
+    // the next sync back for it.
+    if transfer.errors.is_empty() {
+        meta.push((local_state::META_VERSION.to_owned(), final_version.to_string()));
+    }
+    let outcome = io.local.apply(&LocalCommit { writes, meta })?;
+    count_outcome(&steps, &outcome.skipped, &mut summary);
+    remove_deleted_blobs(io, &steps, &outcome.skipped);
+    summary.errors = u32::try_from(transfer.errors.len()).unwrap_or(u32::MAX);
+    summary.file_errors = transfer.errors;
+    summary.new_version = final_version;
+    Ok(summary)
+}
+
+/// Finds the files that need a decision and decides each (SPEC §3 step 4).
+fn compare(
+    io: &mut Io<'_>,
+    state: &LocalState,
+    fetched: &Fetched,
+    bases: &[RowBase],
+    ctx: &DecideContext<'_>,
+) -> Result<Vec<Step>, SyncError> {
+    let remote_versions = fetched.db.row_versions().map_err(corrupt)?;
+    let mut ids = BTreeSet::new();
+    let mut local_ids = BTreeSet::new();
+    for b in bases {
+        local_ids.insert(b.stable_id.as_str());
+        if b.sync_status == SyncStatus::Conflict {
+            continue;
+        }
+        let remote_rv = remote_versions.get(&b.stable_id).copied();
+        if b.sync_status.is_pending() || ctx.void_base || remote_rv != b.remote_version {
+            ids.insert(b.stable_id.clone());
+        }
+    }
+    // Files only the remote has. Rows at or below our version were seen by an
+    // earlier sync (tombstones of files we never had): skip them.
+    let seen_up_to = if ctx.void_base { None } else { state.version };
+    for (id, rv) in &remote_versions {
+        if !local_ids.contains(id.as_str()) && seen_up_to.is_none_or(|v| *rv > v) {
+            ids.insert(id.clone());
+        }
+    }
+    let ids: Vec<String> = ids.into_iter().collect();
+    let mut locals: HashMap<String, LocalRow> =
+        io.local.rows(&ids)?.into_iter().map(|r| (r.stable_id.clone(), r)).collect();
+    let mut remotes: HashMap<String, RemoteRow> =
+        fetched.db.rows(&ids).map_err(corrupt)?.into_iter().map(|r| (r.stable_id.clone(), r)).collect();
+    let mut steps = Vec::new();
+    for id in &ids {
+        let local = locals.remove(id);
+        let remote = remotes.remove(id);
+        if local.as_ref().is_some_and(|l| l.sync_status == SyncStatus::Conflict) {
+            continue; // changed to a conflict since the bases were read
+        }
+        let action = decide(local.as_ref(), remote.as_ref(), ctx);
+        if action != Action::Nothing {
+            steps.push(Step { local, remote, action });
+        }
+    }
+    Ok(steps)
+}
+
+fn corrupt(e: crate::remote_db::RemoteDbError) -> SyncError {
+    SyncError::RemoteCorrupt(format!("metadata.db: {e}"))
+}
+
+/// Refuses to delete more than the configured share of local files.
+fn guard_mass_delete(opts: &SyncOptions, bases: &[RowBase], steps: &[Step]) -> Result<(), SyncError> {
+    if opts.force {
+        return Ok(());
+    }
+    let would_delete = steps.iter().filter(|s| deletes_locally(s)).count() as u64;
+    let live_total = bases.iter().filter(|b| !b.deleted).count() as u64;
+    let too_many = would_delete > opts.mass_delete_files_min
+        && would_delete * 100 > live_total * u64::from(opts.mass_delete_percent);
+    if too_many { Err(SyncError::MassDelete { would_delete, live_total }) } else { Ok(()) }
+}
+
+fn deletes_locally(step: &Step) -> bool {
+    matches!(&step.action, Action::Pull(r) if r.deleted)
+        && step.local.as_ref().is_some_and(|l| !l.deleted)
+}
+
+/// Blob traffic of one attempt.
+#[derive(Default)]
+struct Transfers {
+    uploaded: u32,
+    downloaded: u32,
+    errors: Vec<FileError>,
+}
+
+impl Transfers {
+    fn fail(&mut self, stable_id: &str, message: String) {
+        self.errors.push(FileError { stable_id: stable_id.to_owned(), message });
+    }
+}
+
+/// The folder this instance uploads into before MOVEing blobs into place.
+fn tmp_dir(instance: &str) -> String {
+    format!("{TMP_ROOT}/{instance}")
+}
+
+/// The blob a step needs present on the remote (a live row being pushed).
+fn blob_to_publish(step: &Step) -> Option<Result<BlobRef, String>> {
+    match &step.action {
+        Action::Push { row, .. } if !row.deleted => Some(row.blob().map_err(|e| e.to_string())),
+        _ => None,
+    }
+}
+
+/// Blobs up (SPEC §3 step 5): content the remote lacks goes to a temporary
+/// name, then MOVEs into place, so no reader ever sees a torn blob.
+#[allow(clippy::too_many_arguments)]
+fn upload_blobs(
+    io: &mut Io<'_>,
+    session: &mut Session,
+    lease: &mut Lease,
+    reporter: &mut Reporter,
+    steps: &mut Vec<Step>,
+    transfer: &mut Transfers,
+    instance: &str,
+) -> Result<(), SyncError> {
+    let wanted: Vec<usize> = (0..steps.len()).filter(|&i| blob_to_publish(&steps[i]).is_some()).collect();
+    let mut published: BTreeMap<BlobRef, Result<(), String>> = BTreeMap::new();
+    let mut folders = BTreeSet::new();
+    let total = wanted.len().max(1);
+    let mut failed = BTreeSet::new();
+    for (n, &i) in wanted.iter().enumerate() {
+        let id = step_id(&steps[i]);
+        let blob = match blob_to_publish(&steps[i]).expect("filtered above") {
+            Ok(b) => b,
+            Err(why) => {
+                transfer.fail(&id, why);
+                failed.insert(i);
+                continue;
+            }
+        };
+        let result = match published.get(&blob) {
+            Some(r) => r.clone(),
+            None => {
+                lease.keep_alive(session, io)?;
+                let pct = 25 + (35 * n / total) as u8;
+                reporter.report(io, pct, Phase::Upload, &format!("uploading {}", blob.path()));
+                let r = publish_blob(io, session, &blob, instance, &mut folders, transfer)?;
+                published.insert(blob.clone(), r.clone());
+                r
+            }
+        };
+        if let Err(why) = result {
+            transfer.fail(&id, why);
+            failed.insert(i);
+        }
+    }
+    drop_steps(steps, &failed);
+    Ok(())
+}
+
+/// Makes sure the remote holds `blob`. `Ok(Err(_))` is a per-file failure;
+/// `Err(_)` stops the sync (the remote itself is failing).
+fn publish_blob(
+    io: &mut Io<'_>,
+    session: &mut Session,
+    blob: &BlobRef,
+    instance: &str,
+    folders: &mut BTreeSet<String>,
+    transfer: &mut Transfers,
+) -> Result<Result<(), String>, SyncError> {
+    let path = blob.path();
+    if session.call(io, |io| io.remote.stat(&path))?.is_some_and(|s| !s.is_collection) {
+        return Ok(Ok(()));
+    }
+    if !io.blobs.local_has(blob).map_err(|e| SyncError::Invalid(e.to_string()))? {
+        return Ok(Err(format!("local content {} is missing; it cannot be uploaded", blob.hash)));
+    }
+    let tmp = tmp_dir(instance);
+    for folder in [TMP_ROOT.to_owned(), tmp.clone(), blob.shard().to_owned()] {
+        if folders.insert(folder.clone()) {
+            session.ensure_collection(io, &folder)?;
+        }
+    }
+    let tmp_path = format!("{tmp}/{}{}", blob.hash, blob.ext);
+    match session.call(io, |io| io.blobs.upload(blob, &tmp_path)) {
+        Ok(()) => {}
+        Err(crate::ports::BlobError::Remote(e)) => return Err(e.into()),
+        Err(e) => return Ok(Err(format!("upload of {path} failed: {e}"))),
+    }
+    session.call(io, |io| io.remote.move_to(&tmp_path, &path, true))?;
+    transfer.uploaded += 1;
+    Ok(Ok(()))
+}
+
+/// The blob a step needs present locally (a live row the local side takes).
+fn blob_to_fetch(step: &Step) -> Option<Result<BlobRef, String>> {
+    let row_blob = match &step.action {
+        Action::Pull(r) if !r.deleted => r.blob(),
+        Action::Push { row, .. } if !row.deleted => row.blob(),
+        Action::MarkSynced(r) if !r.deleted => r.blob(),
+        _ => return None,
+    };
+    Some(row_blob.map_err(|e| e.to_string()))
+}
+
+/// Blobs down (SPEC §3 step 6): the host downloads to a temporary file,
+/// verifies the hash and renames into place; a mismatch is never accepted.
+fn download_blobs(
+    io: &mut Io<'_>,
+    opts: &SyncOptions,
+    session: &mut Session,
+    lease: &mut Lease,
+    reporter: &mut Reporter,
+    steps: &mut Vec<Step>,
+    transfer: &mut Transfers,
+) -> Result<(), SyncError> {
+    let total = steps.len().max(1);
+    let mut fetched: BTreeMap<BlobRef, Result<(), String>> = BTreeMap::new();
+    let mut failed = BTreeSet::new();
+    for (i, step) in steps.iter().enumerate() {
+        let Some(blob) = blob_to_fetch(step) else { continue };
+        let id = step_id(step);
+        let result = match blob {
+            Err(why) => Err(why),
+            Ok(blob) => match fetched.get(&blob) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = fetch_blob(io, opts, session, lease, reporter, &blob, 60 + (30 * i / total) as u8, transfer)?;
+                    fetched.insert(blob, r.clone());
+                    r
+                }
+            },
+        };
+        if let Err(why) = result {
+            transfer.fail(&id, why);
+            failed.insert(i);
+        }
+    }
+    drop_steps(steps, &failed);
+    Ok(())
+}
+
+fn step_id(step: &Step) -> String {
+    step.local
+        .as_ref()
+        .map(|l| l.stable_id.clone())
+        .or_else(|| step.remote.as_ref().map(|r| r.stable_id.clone()))
+        .unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fetch_blob(
+    io: &mut Io<'_>,
+    opts: &SyncOptions,
+    session: &mut Session,
+    lease: &mut Lease,
+    reporter: &mut Reporter,
+    blob: &BlobRef,
+    pct: u8,
+    transfer: &mut Transfers,
+) -> Result<Result<(), String>, SyncError> {
+    if io.blobs.local_has(blob).map_err(|e| SyncError::Invalid(e.to_string()))? {
+        return Ok(Ok(()));
+    }
+    lease.keep_alive(session, io)?;
+    let path = blob.path();
+    reporter.report(io, pct, Phase::Download, &format!("downloading {path}"));
+    match session.call(io, |io| io.blobs.download(&path, blob, opts.blob_bytes_max)) {
+        Ok(()) => {
+            transfer.downloaded += 1;
+            Ok(Ok(()))
+        }
+        Err(crate::ports::BlobError::Remote(RemoteError::NotFound)) => {
+            Ok(Err(format!("blob {path} is missing on the remote")))
+        }
+        Err(crate::ports::BlobError::Remote(e)) if !matches!(e, RemoteError::TooLarge { .. }) => {
+            Err(e.into())
+        }
+        Err(e) => Ok(Err(format!("download of {path} refused: {e}"))),
+    }
+}
+
+/// Removes the steps at `indices` (their files wait for the next sync).
+fn drop_steps(steps: &mut Vec<Step>, indices: &BTreeSet<usize>) {
+    if indices.is_empty() {
+        return;
+    }
+    let mut i = 0;
+    steps.retain(|_| {
+        let keep = !indices.contains(&i);
+        i += 1;
+        keep
+    });
+}
+
+/// The remote row a step publishes, if any. `remote_version` is filled in at
+/// commit time.
+fn remote_row_of(step: &Step, now_iso: &str) -> Option<RemoteRow> {
+    let Action::Push { row, stamp } = &step.action else { return None };
+    Some(RemoteRow {
+        stable_id: row.stable_id.clone(),
+        id: row.id.clone(),
+        meta: row.meta.clone(),
+        deleted: row.deleted,
+        remote_version: 0,
+        updated_at: now_iso.to_owned(),
+        hlc: stamp.clone(),
+    })
+}
+
+/// Merge, upload `metadata.db`, then `version.txt` (SPEC §3 steps 7-8).
+#[allow(clippy::too_many_arguments)]
+fn commit_remote(
+    io: &mut Io<'_>,
+    session: &mut Session,
+    lease: &mut Lease,
+    reporter: &mut Reporter,
+    fetched: &mut Fetched,
+    pushes: &[RemoteRow],
+    new_version: i64,
+    now_iso: &str,
+) -> Result<(), Interrupted> {
+    reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
+    let rows: Vec<RemoteRow> =
+        pushes.iter().cloned().map(|r| RemoteRow { remote_version: new_version, ..r }).collect();
+    fetched.db.commit(&rows, new_version, now_iso).map_err(corrupt)?;
+    let bytes = fetched.db.to_bytes().map_err(corrupt)?;
+
+    lease.confirm(session, io)?;
+    fence(io, session, fetched)?;
+    let condition = match (&fetched.etag, fetched.is_new) {
+        (_, true) => Precondition::IfNoneMatchAny,
+        (Some(etag), false) => Precondition::IfMatch(etag.clone()),
+        (None, false) => Precondition::None,
+    };
+    match session.call(io, |io| io.remote.put(METADATA_DB, &bytes, &condition)) {
+        Ok(_) => {}
+        // A new remote someone else created meanwhile: start over with theirs.
+        Err(RemoteError::PreconditionFailed) if fetched.is_new => return Err(Interrupted::Fenced),
+        // Either someone committed (version.txt moved: start over), or the
+        // server refused an ETag it had just handed out (weak ETag right after a
+        // write). Only the first is a rival commit.
+        Err(RemoteError::PreconditionFailed) => {
+            fence(io, session, fetched)?;
+            lease.confirm(session, io)?;
+            session.call(io, |io| io.remote.put(METADATA_DB, &bytes, &Precondition::None))?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    lease.confirm(session, io)?;
+    let text = format!("{new_version}\n");
+    session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &Precondition::None))?;
+    Ok(())
+}
+
+/// Fencing: `version.txt` must still be what this attempt started from.
+fn fence(io: &mut Io<'_>, session: &mut Session, fetched: &Fetched) -> Result<(), Interrupted> {
+    if session.read_version(io)? == fetched.version_txt { Ok(()) } else { Err(Interrupted::Fenced) }
+}
+
+/// The local rows as they must be after the commit (SPEC §3 step 9).
+fn local_writes(steps: &[Step], version: i64, clock: &mut HlcClock) -> Vec<RowWrite> {
+    let mut writes = Vec::with_capacity(steps.len());
+    for step in steps {
+        if let Some(r) = &step.remote {
+            clock.observe(&r.hlc);
+        }
+        let row = match &step.action {
+            Action::Nothing => continue,
+            Action::Push { row, stamp } => {
+                clock.observe(stamp);
+                LocalRow {
+                    sync_status: settled(row.deleted),
+                    remote_version: Some(version),
+                    sync_hash: Some(row.id.clone()),
+                    hlc: Some(stamp.clone()),
+                    conflict: None,
+                    ..row.clone()
+                }
+            }
+            Action::Pull(r) | Action::MarkSynced(r) => from_remote(step.local.as_ref(), r),
+            Action::Conflict(record) => LocalRow {
+                sync_status: SyncStatus::Conflict,
+                conflict: Some(record.clone()),
+                ..step.local.clone().expect("conflicts have a local row")
+            },
+            Action::ForgetBase => LocalRow {
+                remote_version: None,
+                sync_hash: None,
+                hlc: None,
+                ..step.local.clone().expect("only local rows forget a base")
+            },
+        };
+        writes.push(RowWrite { row, expected: step.local.clone() });
+    }
+    writes
+}
+
+fn settled(deleted: bool) -> SyncStatus {
+    if deleted { SyncStatus::DeletionSynced } else { SyncStatus::Synced }
+}
+
+/// The local row that mirrors remote row `r`.
+fn from_remote(local: Option<&LocalRow>, r: &RemoteRow) -> LocalRow {
+    LocalRow {
+        stable_id: r.stable_id.clone(),
+        id: r.id.clone(),
+        meta: r.meta.clone(),
+        deleted: r.deleted,
+        sync_status: settled(r.deleted),
+        remote_version: Some(r.remote_version),
+        sync_hash: Some(r.id.clone()),
+        local_modified_at_ms: local.map_or(0, |l| l.local_modified_at_ms),
+        hlc: Some(r.hlc.clone()),
+        conflict: None,
+    }
+}
+
+/// Fills the summary's counters from what was actually applied.
+fn count_outcome(steps: &[Step], skipped: &[String], summary: &mut SyncSummary) {
+    let skipped: BTreeSet<&str> = skipped.iter().map(String::as_str).collect();
+    for step in steps {
+        let id = step_id(step);
+        let applied = !skipped.contains(id.as_str());
+        match &step.action {
+            Action::Push { row, .. } if row.deleted => summary.deleted_remote += 1,
+            Action::Push { row, .. } => {
+                let same_content = step.remote.as_ref().is_some_and(|r| r.id == row.id && !r.deleted);
+                if same_content {
+                    summary.metadata_synced += 1;
+                }
+            }
+            Action::Pull(r) if r.deleted => {
+                summary.deleted_local += u32::from(applied && step.local.as_ref().is_some_and(|l| !l.deleted));
+            }
+            Action::Pull(r) => {
+                summary.metadata_synced += u32::from(applied && step.local.as_ref().is_some_and(|l| l.id == r.id));
+            }
+            Action::Conflict(_) if applied => summary.conflicts += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Deletes local blobs of files the remote deleted, once no live row uses
+/// them. Runs after the local commit: a crash here leaves an unused file,
+/// never a row without its file.
+fn remove_deleted_blobs(io: &mut Io<'_>, steps: &[Step], skipped: &[String]) {
+    for step in steps {
+        let (Action::Pull(r), Some(local)) = (&step.action, &step.local) else { continue };
+        if !r.deleted || local.deleted || skipped.contains(&local.stable_id) {
+            continue;
+        }
+        let Ok(blob) = local.blob() else { continue };
+        if io.local.live_rows_with_content(&blob.hash).is_ok_and(|n| n == 0) {
+            let _ = io.blobs.remove_local(&blob);
+        }
+    }
+}
+
+/// Sends progress events with a percentage that never goes down.
+#[derive(Default)]
+struct Reporter {
+    percent: u8,
+}
+
+impl Reporter {
+    fn report(&mut self, io: &mut Io<'_>, percent: u8, phase: Phase, message: &str) {
+        self.percent = self.percent.max(percent.min(100));
+        io.progress.report(ProgressEvent { percent: self.percent, phase, message: message.to_owned() });
+    }
+}

@@ -1,0 +1,1064 @@
+//! The shared remote `metadata.db`, handled entirely in memory as bytes.
+//!
+//! The adapter downloads the file and hands the bytes in; the core opens them
+//! in an in-memory SQLite connection, reads and merges, and hands bytes back
+//! for upload. Every byte is untrusted: another (buggy) instance or a hostile
+//! server may have written it. So [`RemoteDb::from_bytes`] checks the header,
+//! SQLite's own integrity check, the schema (no triggers or views that could
+//! turn our upserts into something else) and the commit counters, and every
+//! row is validated when it is read.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, Statement, params, params_from_iter};
+
+use crate::hlc::Hlc;
+use crate::model::{ContentHash, FileMeta, InvalidValue, RemoteRow, validate_stable_id};
+
+/// The remote schema (SPEC §2): the seed's columns, keyed by `stable_id`, plus `hlc`.
+const SCHEMA: &str = "
+CREATE TABLE file_metadata (
+  stable_id TEXT PRIMARY KEY NOT NULL, id TEXT NOT NULL, filename TEXT NOT NULL, doc_id TEXT NOT NULL,
+  doc_id_type TEXT DEFAULT 'doi', file_type TEXT NOT NULL, mime_type TEXT, file_size INTEGER,
+  label TEXT, variant TEXT, version INTEGER DEFAULT 1, is_gold_standard BOOLEAN DEFAULT 0,
+  doc_collections TEXT, doc_metadata TEXT, file_metadata TEXT, deleted BOOLEAN DEFAULT 0,
+  remote_version INTEGER, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, hlc TEXT NOT NULL);
+CREATE INDEX idx_file_metadata_id ON file_metadata(id);
+CREATE INDEX idx_doc_id ON file_metadata(doc_id);
+CREATE INDEX idx_deleted ON file_metadata(deleted) WHERE deleted = 1;
+CREATE INDEX idx_remote_version ON file_metadata(remote_version);
+CREATE TABLE sync_metadata (key TEXT PRIMARY KEY, value TEXT, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
+";
+
+/// The `file_metadata` columns the core reads and writes, in the order
+/// [`decode`] expects them. Other columns are left alone by upserts.
+const COLUMNS: [&str; 19] = [
+    "stable_id",
+    "id",
+    "filename",
+    "doc_id",
+    "doc_id_type",
+    "file_type",
+    "mime_type",
+    "file_size",
+    "label",
+    "variant",
+    "version",
+    "is_gold_standard",
+    "doc_collections",
+    "doc_metadata",
+    "file_metadata",
+    "deleted",
+    "remote_version",
+    "updated_at",
+    "hlc",
+];
+
+const SYNC_COLUMNS: [&str; 3] = ["key", "value", "updated_at"];
+
+/// Ids per `IN (...)` query in [`RemoteDb::rows`]; well under every SQLite
+/// build's bound-parameter limit.
+const CHUNK: usize = 500;
+
+/// A failure to open, read or update the remote `metadata.db`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteDbError {
+    /// Too short, or the header is not `SQLite format 3\0`.
+    #[error("metadata.db is not a SQLite database")]
+    NotSqlite,
+    /// SQLite refused the bytes, or its integrity check failed (e.g. a truncated upload).
+    #[error("metadata.db is corrupt: {0}")]
+    Corrupt(String),
+    /// A valid SQLite database, but not a davsync remote this version understands.
+    #[error("metadata.db has the wrong schema: {0}")]
+    WrongSchema(String),
+    /// A row failed validation; the message names the row and the field.
+    #[error("metadata.db row {stable_id:?} is invalid: {source}")]
+    InvalidRow {
+        /// The row's `stable_id` (or a description of it when it is not text).
+        stable_id: String,
+        /// What is wrong, naming the field.
+        source: InvalidValue,
+    },
+    /// Any other SQLite error while operating on a valid database.
+    #[error("metadata.db: {0}")]
+    Sqlite(String),
+}
+
+fn sql_err(e: rusqlite::Error) -> RemoteDbError {
+    RemoteDbError::Sqlite(e.to_string())
+}
+
+fn corrupt(e: rusqlite::Error) -> RemoteDbError {
+    RemoteDbError::Corrupt(e.to_string())
+}
+
+fn wrong(msg: impl Into<String>) -> RemoteDbError {
+    RemoteDbError::WrongSchema(msg.into())
+}
+
+/// Live rows and tombstones in the remote database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RemoteDbStats {
+    /// Rows with `deleted = 0`.
+    pub live: u64,
+    /// Rows with `deleted = 1`.
+    pub tombstones: u64,
+}
+
+/// The remote `metadata.db`, opened in memory, with its commit counter
+/// (`version`) and `epoch` read and checked once at open.
+#[derive(Debug)]
+pub struct RemoteDb {
+    conn: Connection,
+    version: i64,
+    epoch: String,
+}
+
+impl RemoteDb {
+    /// The `schema_version` this code writes and accepts.
+    pub const SCHEMA_VERSION: i64 = 1;
+
+    /// A brand-new remote: version 0, the given `epoch`, current schema.
+    pub fn create(epoch: &str) -> Result<RemoteDb, RemoteDbError> {
+        validate_stable_id(epoch).map_err(|e| wrong(format!("epoch: {e}")))?;
+        let conn = Connection::open_in_memory().map_err(sql_err)?;
+        conn.execute_batch("PRAGMA trusted_schema = OFF;")
+            .map_err(sql_err)?;
+        conn.execute_batch(SCHEMA).map_err(sql_err)?;
+        // updated_at is NULL rather than CURRENT_TIMESTAMP: the core has no
+        // clock here, and SQLite's own would make the bytes nondeterministic.
+        let schema_version = Self::SCHEMA_VERSION.to_string();
+        for (key, value) in [
+            ("version", "0"),
+            ("epoch", epoch),
+            ("schema_version", &schema_version),
+        ] {
+            conn.execute(
+                "INSERT INTO sync_metadata (key, value, updated_at) VALUES (?1, ?2, NULL)",
+                params![key, value],
+            )
+            .map_err(sql_err)?;
+        }
+        Ok(RemoteDb {
+            conn,
+            version: 0,
+            epoch: epoch.to_owned(),
+        })
+    }
+
+    /// Opens downloaded bytes after checking header, integrity, schema and
+    /// counters. Rows are validated later, when read.
+    pub fn from_bytes(bytes: &[u8]) -> Result<RemoteDb, RemoteDbError> {
+        if bytes.len() < 100 || &bytes[..16] != b"SQLite format 3\0" {
+            return Err(RemoteDbError::NotSqlite);
+        }
+        check_length(bytes)?;
+        // A WAL-mode header (read/write versions 2) refuses to deserialize;
+        // memory has no WAL, so present it as a rollback-journal database.
+        let versions = [bytes[18], bytes[19]].map(|b| if b == 2 { 1 } else { b });
+        let reader = bytes[..18].chain(&versions[..]).chain(&bytes[20..]);
+        let mut conn = Connection::open_in_memory().map_err(sql_err)?;
+        // Before anything reads the schema: functions in the hostile schema
+        // (defaults, indexes, CHECKs) may then only be innocuous ones.
+        conn.execute_batch("PRAGMA trusted_schema = OFF;")
+            .map_err(sql_err)?;
+        conn.deserialize_read_exact(MAIN_DB, reader, bytes.len(), false)
+            .map_err(corrupt)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if check != "ok" {
+            return Err(RemoteDbError::Corrupt(check));
+        }
+        check_no_active_schema(&conn)?;
+        check_table(&conn, "file_metadata", &COLUMNS, "stable_id")?;
+        check_table(&conn, "sync_metadata", &SYNC_COLUMNS, "key")?;
+        let (version, epoch) = read_counters(&conn)?;
+        check_row_versions(&conn, version)?;
+        Ok(RemoteDb {
+            conn,
+            version,
+            epoch,
+        })
+    }
+
+    /// The commit counter (`sync_metadata.version`).
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// The remote's random id, fixed at creation.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// `stable_id -> remote_version` for every row, ids and versions checked.
+    pub fn row_versions(&self) -> Result<HashMap<String, i64>, RemoteDbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT stable_id, remote_version FROM file_metadata")
+            .map_err(sql_err)?;
+        let mut rows = stmt.query([]).map_err(sql_err)?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next().map_err(sql_err)? {
+            let (id, ver) = (
+                r.get_ref(0).map_err(sql_err)?,
+                r.get_ref(1).map_err(sql_err)?,
+            );
+            let (stable_id, version) =
+                decode_version(id, ver).map_err(|source| invalid_row(id, source))?;
+            out.insert(stable_id, version);
+        }
+        Ok(out)
+    }
+
+    /// The full, validated rows for `stable_ids`, sorted by `stable_id`;
+    /// ids the remote does not have are left out.
+    pub fn rows(&self, stable_ids: &[String]) -> Result<Vec<RemoteRow>, RemoteDbError> {
+        let mut seen = HashSet::new();
+        let ids: Vec<&str> = stable_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| seen.insert(*id))
+            .collect();
+        let select_in = |n: usize| {
+            format!(
+                "{} WHERE stable_id IN ({})",
+                select_all(),
+                vec!["?"; n].join(",")
+            )
+        };
+        // Every chunk but the last has the same size: prepare that one once.
+        let mut full = if ids.len() >= CHUNK {
+            Some(self.conn.prepare(&select_in(CHUNK)).map_err(sql_err)?)
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            match full.as_mut().filter(|_| chunk.len() == CHUNK) {
+                Some(stmt) => collect_rows(stmt, chunk, &mut out)?,
+                None => {
+                    let mut stmt = self
+                        .conn
+                        .prepare(&select_in(chunk.len()))
+                        .map_err(sql_err)?;
+                    collect_rows(&mut stmt, chunk, &mut out)?;
+                }
+            }
+        }
+        out.sort_by(|a, b| a.stable_id.cmp(&b.stable_id));
+        Ok(out)
+    }
+
+    /// Validated rows with `remote_version > version`, sorted by `stable_id`.
+    /// A row without a `remote_version` is an error, not silently skipped.
+    pub fn rows_changed_since(&self, version: i64) -> Result<Vec<RemoteRow>, RemoteDbError> {
+        let filter = "WHERE remote_version > ?1 OR remote_version IS NULL ORDER BY stable_id";
+        let sql = format!("{} {filter}", select_all());
+        let mut stmt = self.conn.prepare(&sql).map_err(sql_err)?;
+        let mut out = Vec::new();
+        collect_rows(&mut stmt, &[version], &mut out)?;
+        Ok(out)
+    }
+
+    /// Counts live rows and tombstones.
+    pub fn stats(&self) -> Result<RemoteDbStats, RemoteDbError> {
+        // `CASE WHEN deleted` is SQLite's truthiness: the same "integer != 0"
+        // rule the row reader applies (NULL counts as live).
+        let sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN deleted THEN 1 ELSE 0 END), 0) FROM file_metadata";
+        let (total, dead): (i64, i64) = self
+            .conn
+            .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql_err)?;
+        let count =
+            |n: i64| u64::try_from(n).map_err(|_| RemoteDbError::Sqlite(format!("bad count {n}")));
+        Ok(RemoteDbStats {
+            live: count(total - dead)?,
+            tombstones: count(dead)?,
+        })
+    }
+
+    /// Upserts `rows` and sets the version to `new_version`, in one
+    /// transaction: on any error nothing changes. Requires
+    /// `new_version > self.version()` and every row stamped `new_version`.
+    pub fn commit(
+        &mut self,
+        rows: &[RemoteRow],
+        new_version: i64,
+        now_iso: &str,
+    ) -> Result<(), RemoteDbError> {
+        if new_version <= self.version {
+            let msg = format!(
+                "commit version {new_version} is not above the current version {}",
+                self.version
+            );
+            return Err(RemoteDbError::Sqlite(msg));
+        }
+        for row in rows {
+            let invalid = |source| RemoteDbError::InvalidRow {
+                stable_id: row.stable_id.clone(),
+                source,
+            };
+            if row.remote_version != new_version {
+                let reason = format!("must equal the commit's version {new_version}");
+                return Err(invalid(InvalidValue::new(
+                    "remote_version",
+                    &row.remote_version.to_string(),
+                    &reason,
+                )));
+            }
+            // Never write what we would refuse to read back.
+            row.validate().map_err(invalid)?;
+        }
+        let tx = self.conn.transaction().map_err(sql_err)?;
+        {
+            let mut upsert = tx.prepare(&upsert_sql()).map_err(sql_err)?;
+            for row in rows {
+                upsert_row(&mut upsert, row).map_err(sql_err)?;
+            }
+        }
+        let changed = tx
+            .execute(
+                "UPDATE sync_metadata SET value = ?1, updated_at = ?2 WHERE key = 'version'",
+                params![new_version.to_string(), now_iso],
+            )
+            .map_err(sql_err)?;
+        if changed != 1 {
+            return Err(RemoteDbError::Sqlite(format!(
+                "updated {changed} version rows instead of 1"
+            )));
+        }
+        tx.commit().map_err(sql_err)?;
+        self.version = new_version;
+        Ok(())
+    }
+
+    /// The database as bytes, ready to upload; [`RemoteDb::from_bytes`] reopens them.
+    pub fn to_bytes(&mut self) -> Result<Vec<u8>, RemoteDbError> {
+        Ok(self.conn.serialize(MAIN_DB).map_err(sql_err)?.to_vec())
+    }
+}
+
+fn select_all() -> String {
+    format!("SELECT {} FROM file_metadata", COLUMNS.join(", "))
+}
+
+fn upsert_sql() -> String {
+    let names = COLUMNS.join(", ");
+    let slots: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect();
+    let sets: Vec<String> = COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO file_metadata ({names}) VALUES ({}) ON CONFLICT(stable_id) DO UPDATE SET {}",
+        slots.join(", "),
+        sets.join(", ")
+    )
+}
+
+/// Runs [`upsert_sql`] for `row`, parameters in [`COLUMNS`] order.
+fn upsert_row(stmt: &mut Statement<'_>, row: &RemoteRow) -> rusqlite::Result<usize> {
+    let m = &row.meta;
+    stmt.execute(params![
+        row.stable_id,
+        row.id.as_str(),
+        m.filename,
+        m.doc_id,
+        m.doc_id_type,
+        m.file_type,
+        m.mime_type,
+        m.file_size,
+        m.label,
+        m.variant,
+        m.version,
+        m.is_gold_standard,
+        m.doc_collections,
+        m.doc_metadata,
+        m.file_metadata,
+        row.deleted,
+        row.remote_version,
+        row.updated_at,
+        row.hlc.to_string(),
+    ])
+}
+
+/// Runs a `select_all` statement and appends its rows, validated.
+fn collect_rows<P: rusqlite::ToSql>(
+    stmt: &mut Statement<'_>,
+    params: &[P],
+    out: &mut Vec<RemoteRow>,
+) -> Result<(), RemoteDbError> {
+    let mut rows = stmt.query(params_from_iter(params)).map_err(sql_err)?;
+    while let Some(r) = rows.next().map_err(sql_err)? {
+        let values = (0..COLUMNS.len())
+            .map(|i| r.get_ref(i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql_err)?;
+        out.push(decode(&values).map_err(|source| invalid_row(values[0], source))?);
+    }
+    Ok(())
+}
+
+/// Catches truncated uploads that `quick_check` can miss (SQLite reads the
+/// missing tail as zeros, and a zeroed index page only shows up in a full
+/// `integrity_check`): a database is whole pages, as many as its header says.
+fn check_length(bytes: &[u8]) -> Result<(), RemoteDbError> {
+    let page = match u16::from_be_bytes([bytes[16], bytes[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    let len = bytes.len() as u64; // u64: a 32-bit usize overflows below
+    if !page.is_power_of_two() || page < 512 {
+        return Ok(()); // not a size SQLite accepts: it will refuse the file itself
+    }
+    // The header's page count is trusted only when the change counter
+    // matches "version-valid-for", as SQLite does.
+    let counted = u32::from_be_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]);
+    let valid = counted > 0 && bytes[24..28] == bytes[92..96];
+    let expected = if valid { u64::from(counted) * page } else { 0 };
+    if !len.is_multiple_of(page) || len < expected {
+        let msg = format!("truncated: {len} bytes, pages of {page}, header says {counted} pages");
+        return Err(RemoteDbError::Corrupt(msg));
+    }
+    Ok(())
+}
+
+/// Refuses triggers, views and virtual tables: each could make a read or an
+/// upsert of ours run the author's SQL instead of (or besides) our own.
+fn check_no_active_schema(conn: &Connection) -> Result<(), RemoteDbError> {
+    let sql = "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')
+               UNION ALL SELECT type, name FROM pragma_table_list WHERE schema = 'main' AND type NOT IN ('table', 'view')
+               LIMIT 1";
+    let found: Option<(String, String)> = conn
+        .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(corrupt)?;
+    match found {
+        Some((kind, name)) => Err(wrong(format!("{kind} {name:?} is not allowed"))),
+        None => Ok(()),
+    }
+}
+
+/// Checks that `table` has the `required` columns and exactly `pk` as primary
+/// key (the upserts' `ON CONFLICT` target). Extra columns are fine.
+fn check_table(
+    conn: &Connection,
+    table: &str,
+    required: &[&str],
+    pk: &str,
+) -> Result<(), RemoteDbError> {
+    let mut stmt = conn
+        .prepare("SELECT name, pk FROM pragma_table_info(?1)")
+        .map_err(corrupt)?;
+    let cols: HashMap<String, i64> = stmt
+        .query_map([table], |r| {
+            Ok((r.get::<_, String>(0)?.to_ascii_lowercase(), r.get(1)?))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(corrupt)?;
+    if cols.is_empty() {
+        return Err(wrong(format!("table {table} is missing")));
+    }
+    if let Some(missing) = required.iter().find(|c| !cols.contains_key(**c)) {
+        return Err(wrong(format!("table {table} has no column {missing}")));
+    }
+    let keys: Vec<&str> = cols
+        .iter()
+        .filter(|(_, k)| **k > 0)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if keys != [pk] {
+        return Err(wrong(format!(
+            "{table}.{pk} must be the primary key (found {keys:?})"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads and checks `version`, `epoch` and `schema_version`.
+fn read_counters(conn: &Connection) -> Result<(i64, String), RemoteDbError> {
+    let get = |key: &str| -> Result<String, RemoteDbError> {
+        let value: Option<Value> = conn
+            .query_row(
+                "SELECT value FROM sync_metadata WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(corrupt)?;
+        match value {
+            Some(Value::Text(s)) => Ok(s),
+            Some(Value::Integer(i)) => Ok(i.to_string()),
+            Some(_) => Err(wrong(format!("sync_metadata {key} is not text"))),
+            None => Err(wrong(format!("sync_metadata has no {key}"))),
+        }
+    };
+    let schema = get("schema_version")?;
+    if schema != RemoteDb::SCHEMA_VERSION.to_string() {
+        return Err(wrong(format!("unknown schema_version {schema:?}")));
+    }
+    let text = get("version")?;
+    // Digits only: `parse` alone would also take "+5".
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let version = text
+        .parse::<i64>()
+        .ok()
+        .filter(|_| digits)
+        .ok_or_else(|| wrong(format!("version {text:?} is not a non-negative integer")))?;
+    let epoch = get("epoch")?;
+    validate_stable_id(&epoch).map_err(|e| wrong(format!("epoch: {e}")))?;
+    Ok((version, epoch))
+}
+
+/// One indexed MAX(): no row may be newer than the database's own version.
+/// SQLite sorts TEXT and BLOB above every number, so a non-integer
+/// `remote_version` anywhere is what MAX() returns.
+fn check_row_versions(conn: &Connection, version: i64) -> Result<(), RemoteDbError> {
+    let (id, max): (Value, Value) = conn
+        .query_row(
+            "SELECT stable_id, MAX(remote_version) FROM file_metadata",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(corrupt)?;
+    let row = describe(ValueRef::from(&id));
+    match max {
+        Value::Null => Ok(()),
+        Value::Integer(n) if n <= version => Ok(()),
+        Value::Integer(n) => Err(wrong(format!(
+            "row {row:?} has remote_version {n} > database version {version}"
+        ))),
+        _ => Err(wrong(format!(
+            "row {row:?} has a non-integer remote_version"
+        ))),
+    }
+}
+
+fn invalid_row(stable_id: ValueRef<'_>, source: InvalidValue) -> RemoteDbError {
+    RemoteDbError::InvalidRow {
+        stable_id: describe(stable_id),
+        source,
+    }
+}
+
+/// A printable, bounded form of any SQLite value, for error messages.
+fn describe(v: ValueRef<'_>) -> String {
+    match v {
+        ValueRef::Null => "NULL".to_owned(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Text(t) => String::from_utf8_lossy(&t[..t.len().min(320)])
+            .chars()
+            .take(80)
+            .collect(),
+        ValueRef::Blob(b) => format!("<blob of {} bytes>", b.len()),
+    }
+}
+
+/// A TEXT column, NULL allowed. Anything else is type confusion.
+fn opt_text(i: usize, v: ValueRef<'_>) -> Result<Option<String>, InvalidValue> {
+    match v {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) => Ok(Some(s.to_owned())),
+            Err(_) => Err(InvalidValue::new(
+                COLUMNS[i],
+                &describe(v),
+                "is not valid UTF-8",
+            )),
+        },
+        _ => Err(InvalidValue::new(COLUMNS[i], &describe(v), "must be TEXT")),
+    }
+}
+
+fn req_text(i: usize, v: ValueRef<'_>) -> Result<String, InvalidValue> {
+    opt_text(i, v)?.ok_or_else(|| InvalidValue::new(COLUMNS[i], "NULL", "must not be NULL"))
+}
+
+/// An INTEGER column, NULL allowed.
+fn opt_int(i: usize, v: ValueRef<'_>) -> Result<Option<i64>, InvalidValue> {
+    match v {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(n) => Ok(Some(n)),
+        _ => Err(InvalidValue::new(
+            COLUMNS[i],
+            &describe(v),
+            "must be an INTEGER",
+        )),
+    }
+}
+
+/// A BOOLEAN column: integer != 0; NULL reads as false, like the app.
+fn flag(i: usize, v: ValueRef<'_>) -> Result<bool, InvalidValue> {
+    Ok(opt_int(i, v)?.is_some_and(|n| n != 0))
+}
+
+/// The two columns [`RemoteDb::row_versions`] reads, checked.
+fn decode_version(id: ValueRef<'_>, ver: ValueRef<'_>) -> Result<(String, i64), InvalidValue> {
+    let stable_id = req_text(0, id)?;
+    validate_stable_id(&stable_id)?;
+    Ok((stable_id, remote_version(ver)?))
+}
+
+fn remote_version(v: ValueRef<'_>) -> Result<i64, InvalidValue> {
+    let n = opt_int(16, v)?
+        .ok_or_else(|| InvalidValue::new("remote_version", "NULL", "must not be NULL"))?;
+    if n < 1 {
+        return Err(InvalidValue::new(
+            "remote_version",
+            &n.to_string(),
+            "must be at least 1",
+        ));
+    }
+    Ok(n)
+}
+
+/// One row's values, in [`COLUMNS`] order, to a validated [`RemoteRow`].
+fn decode(v: &[ValueRef<'_>]) -> Result<RemoteRow, InvalidValue> {
+    let or = |i: usize, default: &str| {
+        Ok::<_, InvalidValue>(opt_text(i, v[i])?.unwrap_or_else(|| default.to_owned()))
+    };
+    let row = RemoteRow {
+        stable_id: req_text(0, v[0])?,
+        id: ContentHash::parse(&req_text(1, v[1])?)?,
+        meta: FileMeta {
+            filename: req_text(2, v[2])?,
+            doc_id: req_text(3, v[3])?,
+            doc_id_type: or(4, "doi")?,
+            file_type: req_text(5, v[5])?,
+            mime_type: opt_text(6, v[6])?,
+            file_size: opt_int(7, v[7])?,
+            label: opt_text(8, v[8])?,
+            variant: opt_text(9, v[9])?,
+            version: opt_int(10, v[10])?,
+            is_gold_standard: flag(11, v[11])?,
+            doc_collections: or(12, "[]")?,
+            doc_metadata: or(13, "{}")?,
+            file_metadata: or(14, "{}")?,
+        },
+        deleted: flag(15, v[15])?,
+        remote_version: remote_version(v[16])?,
+        updated_at: or(17, "")?,
+        hlc: Hlc::parse(&req_text(18, v[18])?)?,
+    };
+    row.validate()?;
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(stable_id: &str, v: i64) -> RemoteRow {
+        RemoteRow {
+            stable_id: stable_id.into(),
+            id: ContentHash::of(stable_id.as_bytes()),
+            meta: FileMeta {
+                filename: format!("{stable_id}.pdf"),
+                doc_id: "10.1000/x".into(),
+                doc_id_type: "doi".into(),
+                file_type: "pdf".into(),
+                mime_type: Some("application/pdf".into()),
+                file_size: Some(42),
+                label: Some("label".into()),
+                variant: None,
+                version: Some(1),
+                is_gold_standard: true,
+                doc_collections: r#"["c1"]"#.into(),
+                doc_metadata: r#"{"k":1}"#.into(),
+                file_metadata: "{}".into(),
+            },
+            deleted: false,
+            remote_version: v,
+            updated_at: "2024-05-01T12:00:00.000Z".into(),
+            hlc: Hlc {
+                physical_ms: 1_700_000_000_000,
+                counter: 3,
+                instance: "inst-a".into(),
+            },
+        }
+    }
+
+    /// A remote at version 1 holding rows a, b, c, as bytes.
+    fn sample() -> Vec<u8> {
+        let mut db = RemoteDb::create("epoch-1").unwrap();
+        db.commit(
+            &[row("a", 1), row("b", 1), row("c", 1)],
+            1,
+            "2024-05-01T12:00:00.000Z",
+        )
+        .unwrap();
+        db.to_bytes().unwrap()
+    }
+
+    /// Runs `sql` on a raw copy of `bytes`, the way a buggy or hostile writer would.
+    fn tamper(bytes: &[u8], sql: &str) -> Vec<u8> {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.deserialize_read_exact(MAIN_DB, bytes, bytes.len(), false)
+            .unwrap();
+        c.execute_batch(sql).unwrap();
+        c.serialize(MAIN_DB).unwrap().to_vec()
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn assert_wrong_schema(bytes: &[u8], needle: &str) {
+        match RemoteDb::from_bytes(bytes) {
+            Err(RemoteDbError::WrongSchema(msg)) => {
+                assert!(msg.contains(needle), "{msg:?} lacks {needle:?}")
+            }
+            other => panic!(
+                "expected WrongSchema({needle}), got {:?}",
+                other.map(|d| d.version())
+            ),
+        }
+    }
+
+    fn assert_invalid_row(bytes: &[u8], stable_id: &str, field: &str) {
+        let db = RemoteDb::from_bytes(bytes).unwrap();
+        let err = db.rows(&ids(&[stable_id])).unwrap_err();
+        let msg = err.to_string();
+        match err {
+            RemoteDbError::InvalidRow {
+                stable_id: id,
+                source,
+            } => {
+                assert_eq!((id.as_str(), source.field.as_str()), (stable_id, field));
+                assert!(msg.contains(stable_id) && msg.contains(field), "{msg}");
+            }
+            other => panic!("expected InvalidRow for {field}, got {other:?}"),
+        }
+        // The bulk read refuses the same row.
+        assert!(matches!(
+            db.rows_changed_since(0),
+            Err(RemoteDbError::InvalidRow { .. })
+        ));
+    }
+
+    #[test]
+    fn round_trip_keeps_version_epoch_and_rows() {
+        let mut db = RemoteDb::create("epoch-1").unwrap();
+        assert_eq!((db.version(), db.epoch()), (0, "epoch-1"));
+        let empty = RemoteDb::from_bytes(&db.to_bytes().unwrap()).unwrap();
+        assert_eq!((empty.version(), empty.epoch()), (0, "epoch-1"));
+        let mut tomb = row("b", 1);
+        tomb.deleted = true;
+        tomb.meta.label = None;
+        let written = vec![row("a", 1), tomb];
+        db.commit(&written, 1, "2024-05-01T12:00:00.000Z").unwrap();
+        let back = RemoteDb::from_bytes(&db.to_bytes().unwrap()).unwrap();
+        assert_eq!((back.version(), back.epoch()), (1, "epoch-1"));
+        assert_eq!(back.rows(&ids(&["a", "b"])).unwrap(), written);
+        assert_eq!(back.rows_changed_since(0).unwrap(), written);
+        assert_eq!(
+            back.stats().unwrap(),
+            RemoteDbStats {
+                live: 1,
+                tombstones: 1
+            }
+        );
+        let versions = back.row_versions().unwrap();
+        assert_eq!(
+            versions,
+            HashMap::from([("a".to_string(), 1), ("b".to_string(), 1)])
+        );
+    }
+
+    #[test]
+    fn commit_rolls_back_entirely_when_a_row_fails_a_constraint() {
+        // A seed-style unique index on the content hash: the second row collides.
+        let bytes = tamper(
+            &sample(),
+            "CREATE UNIQUE INDEX uniq_id ON file_metadata(id);",
+        );
+        let mut db = RemoteDb::from_bytes(&bytes).unwrap();
+        let mut changed = row("a", 2);
+        changed.meta.label = Some("new".into());
+        let mut clash = row("d", 2);
+        clash.id = row("b", 1).id;
+        let err = db.commit(&[changed, clash], 2, "now").unwrap_err();
+        assert!(
+            matches!(err, RemoteDbError::Sqlite(ref m) if m.contains("UNIQUE")),
+            "{err:?}"
+        );
+        assert_eq!(db.version(), 1);
+        let reopened = RemoteDb::from_bytes(&db.to_bytes().unwrap()).unwrap();
+        assert_eq!(reopened.version(), 1);
+        assert_eq!(reopened.rows(&ids(&["a", "d"])).unwrap(), vec![row("a", 1)]);
+    }
+
+    #[test]
+    fn commit_checks_its_preconditions_before_writing() {
+        let mut db = RemoteDb::from_bytes(&sample()).unwrap();
+        let before = db.to_bytes().unwrap();
+        assert!(matches!(
+            db.commit(&[row("d", 1)], 1, "now"),
+            Err(RemoteDbError::Sqlite(_))
+        ));
+        match db.commit(&[row("d", 2), row("e", 3)], 2, "now") {
+            Err(RemoteDbError::InvalidRow { stable_id, source }) => {
+                assert_eq!(
+                    (stable_id.as_str(), source.field.as_str()),
+                    ("e", "remote_version")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut bad = row("f", 2);
+        bad.meta.file_type = "../x".into();
+        assert!(matches!(
+            db.commit(&[bad], 2, "now"),
+            Err(RemoteDbError::InvalidRow { .. })
+        ));
+        assert_eq!(db.version(), 1);
+        assert_eq!(db.to_bytes().unwrap(), before);
+    }
+
+    #[test]
+    fn bytes_that_are_not_sqlite_are_refused() {
+        for bytes in [
+            &b""[..],
+            b"SQLite format 3\0",
+            &[0u8; 4096],
+            &b"PK\x03\x04".repeat(100),
+        ] {
+            assert!(matches!(
+                RemoteDb::from_bytes(bytes),
+                Err(RemoteDbError::NotSqlite)
+            ));
+        }
+    }
+
+    #[test]
+    fn truncated_or_damaged_bytes_are_errors_not_panics() {
+        let good = sample();
+        // Every cut: page boundaries, mid-page, and one byte short.
+        let pages = (4096..good.len()).step_by(4096);
+        let cuts = (100..good.len())
+            .step_by(509)
+            .chain(pages)
+            .chain([good.len() - 1]);
+        for cut in cuts {
+            let r = RemoteDb::from_bytes(&good[..cut]);
+            assert!(matches!(r, Err(RemoteDbError::Corrupt(_))), "cut {cut}");
+        }
+        let mut scribbled = good.clone();
+        scribbled[good.len() / 2..].fill(0xA5);
+        let r = RemoteDb::from_bytes(&scribbled);
+        assert!(matches!(r, Err(RemoteDbError::Corrupt(_))), "{:?}", r.err());
+    }
+
+    #[test]
+    fn a_database_with_another_schema_is_wrong_schema() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE files (x TEXT); INSERT INTO files VALUES ('y');")
+            .unwrap();
+        assert_wrong_schema(&c.serialize(MAIN_DB).unwrap(), "file_metadata is missing");
+        let good = sample();
+        assert_wrong_schema(
+            &tamper(&good, "ALTER TABLE file_metadata DROP COLUMN hlc;"),
+            "no column hlc",
+        );
+        assert_wrong_schema(
+            &tamper(&good, "DELETE FROM sync_metadata WHERE key = 'epoch';"),
+            "no epoch",
+        );
+        let set = |k: &str, v: &str| {
+            tamper(
+                &good,
+                &format!("UPDATE sync_metadata SET value = '{v}' WHERE key = '{k}'"),
+            )
+        };
+        assert_wrong_schema(&set("version", "-1"), "version");
+        assert_wrong_schema(&set("version", "+1"), "version");
+        assert_wrong_schema(&set("epoch", "../e"), "epoch");
+        assert_wrong_schema(&set("schema_version", "2"), "schema_version");
+    }
+
+    #[test]
+    fn a_wal_mode_header_still_opens() {
+        let mut bytes = sample();
+        bytes[18] = 2;
+        bytes[19] = 2;
+        let mut db = RemoteDb::from_bytes(&bytes).unwrap();
+        assert_eq!(db.rows(&ids(&["a", "b", "c"])).unwrap().len(), 3);
+        let out = db.to_bytes().unwrap();
+        assert_eq!((out[18], out[19]), (1, 1));
+    }
+
+    #[test]
+    fn triggers_views_and_virtual_tables_are_refused() {
+        let good = sample();
+        let trigger =
+            "CREATE TRIGGER t AFTER UPDATE ON file_metadata BEGIN DELETE FROM file_metadata; END;";
+        assert_wrong_schema(&tamper(&good, trigger), "trigger \"t\"");
+        assert_wrong_schema(&tamper(&good, "CREATE VIEW v AS SELECT 1;"), "view \"v\"");
+        assert_wrong_schema(
+            &tamper(&good, "CREATE VIRTUAL TABLE vt USING fts5(x);"),
+            "vt",
+        );
+    }
+
+    #[test]
+    fn hostile_rows_are_refused_naming_row_and_field() {
+        let good = sample();
+        let set = |col: &str, expr: &str| {
+            tamper(
+                &good,
+                &format!("UPDATE file_metadata SET {col} = {expr} WHERE stable_id = 'b'"),
+            )
+        };
+        assert_invalid_row(&set("file_type", "'../../etc'"), "b", "file_type");
+        assert_invalid_row(&set("id", "'not-a-hash'"), "b", "id");
+        assert_invalid_row(&set("doc_metadata", "'{not json'"), "b", "doc_metadata");
+        assert_invalid_row(
+            &set("label", "hex(zeroblob(5 * 1024 * 1024))"),
+            "b",
+            "label",
+        );
+        assert_invalid_row(&set("file_size", "x'00ff'"), "b", "file_size");
+        assert_invalid_row(&set("filename", "x'ff'"), "b", "filename");
+        assert_invalid_row(&set("hlc", "'yesterday'"), "b", "hlc");
+        assert_invalid_row(&set("remote_version", "NULL"), "b", "remote_version");
+        assert_invalid_row(&set("deleted", "'yes'"), "b", "deleted");
+        // Rows the caller did not ask for stay unread, so they cannot fail.
+        let db = RemoteDb::from_bytes(&set("file_type", "'../x'")).unwrap();
+        assert_eq!(db.rows(&ids(&["a"])).unwrap(), vec![row("a", 1)]);
+        let bad_id = tamper(
+            &good,
+            "UPDATE file_metadata SET stable_id = '../up' WHERE stable_id = 'b'",
+        );
+        assert!(
+            matches!(RemoteDb::from_bytes(&bad_id).unwrap().row_versions(),
+            Err(RemoteDbError::InvalidRow { stable_id, .. }) if stable_id == "../up")
+        );
+    }
+
+    #[test]
+    fn a_row_newer_than_the_database_is_wrong_schema() {
+        let good = sample();
+        let newer = tamper(
+            &good,
+            "UPDATE file_metadata SET remote_version = 7 WHERE stable_id = 'c'",
+        );
+        assert_wrong_schema(
+            &newer,
+            "row \"c\" has remote_version 7 > database version 1",
+        );
+        let text = tamper(
+            &good,
+            "UPDATE file_metadata SET remote_version = 'abc' WHERE stable_id = 'a'",
+        );
+        assert_wrong_schema(&text, "row \"a\" has a non-integer remote_version");
+    }
+
+    #[test]
+    fn extra_columns_survive_commits() {
+        let sql = "ALTER TABLE file_metadata ADD COLUMN app_extra TEXT; UPDATE file_metadata SET app_extra = 'keep';";
+        let mut db = RemoteDb::from_bytes(&tamper(&sample(), sql)).unwrap();
+        let mut changed = row("a", 2);
+        changed.meta.label = Some("edited".into());
+        db.commit(&[changed.clone(), row("d", 2)], 2, "now")
+            .unwrap();
+        let bytes = db.to_bytes().unwrap();
+        assert_eq!(
+            RemoteDb::from_bytes(&bytes)
+                .unwrap()
+                .rows(&ids(&["a"]))
+                .unwrap(),
+            vec![changed]
+        );
+        let mut c = Connection::open_in_memory().unwrap();
+        c.deserialize_read_exact(MAIN_DB, &bytes[..], bytes.len(), false)
+            .unwrap();
+        let extra = |id: &str| -> Option<String> {
+            c.query_row(
+                "SELECT app_extra FROM file_metadata WHERE stable_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!((extra("a"), extra("d")), (Some("keep".into()), None));
+        let updated: String = c
+            .query_row(
+                "SELECT updated_at FROM sync_metadata WHERE key = 'version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(updated, "now");
+    }
+
+    #[test]
+    fn rows_returns_the_requested_rows_in_chunks() {
+        let db = RemoteDb::from_bytes(&sample()).unwrap();
+        let got = db.rows(&ids(&["c", "a", "zz", "b", "a"])).unwrap();
+        assert_eq!(got, vec![row("a", 1), row("b", 1), row("c", 1)]);
+        let mut big = RemoteDb::create("e").unwrap();
+        let many: Vec<RemoteRow> = (0..CHUNK * 2 + 7)
+            .map(|i| row(&format!("r{i:05}"), 1))
+            .collect();
+        big.commit(&many, 1, "now").unwrap();
+        let mut wanted: Vec<String> = many.iter().map(|r| r.stable_id.clone()).collect();
+        wanted.push("missing".into());
+        assert_eq!(big.rows(&wanted).unwrap(), many);
+        assert!(big.rows(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rows_changed_since_filters_by_version() {
+        let mut db = RemoteDb::from_bytes(&sample()).unwrap();
+        db.commit(&[row("b", 2)], 2, "now").unwrap();
+        db.commit(&[row("d", 3)], 3, "now").unwrap();
+        assert_eq!(
+            db.rows_changed_since(1).unwrap(),
+            vec![row("b", 2), row("d", 3)]
+        );
+        assert_eq!(db.rows_changed_since(2).unwrap(), vec![row("d", 3)]);
+        assert!(db.rows_changed_since(3).unwrap().is_empty());
+        assert_eq!(db.rows_changed_since(0).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn null_columns_read_as_their_defaults() {
+        let sql = "UPDATE file_metadata SET doc_id_type = NULL, doc_collections = NULL, doc_metadata = NULL,
+                   file_metadata = NULL, is_gold_standard = NULL, deleted = NULL, updated_at = NULL WHERE stable_id = 'a'";
+        let db = RemoteDb::from_bytes(&tamper(&sample(), sql)).unwrap();
+        let got = db.rows(&ids(&["a"])).unwrap().remove(0);
+        assert_eq!(got.meta.doc_id_type, "doi");
+        assert_eq!(
+            (
+                got.meta.doc_collections.as_str(),
+                got.meta.doc_metadata.as_str()
+            ),
+            ("[]", "{}")
+        );
+        assert_eq!(got.meta.file_metadata, "{}");
+        assert!(!got.meta.is_gold_standard && !got.deleted);
+        assert_eq!(got.updated_at, "");
+        assert_eq!(
+            db.stats().unwrap(),
+            RemoteDbStats {
+                live: 3,
+                tombstones: 0
+            }
+        );
+    }
+
+    #[test]
+    fn create_refuses_a_bad_epoch() {
+        assert!(matches!(
+            RemoteDb::create("../e"),
+            Err(RemoteDbError::WrongSchema(_))
+        ));
+    }
+}

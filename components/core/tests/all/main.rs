@@ -1,0 +1,6 @@
+//! Integration tests of davsync-core: virtual instances against the
+//! in-memory WebDAV server, one test binary with a module per area.
+
+mod basics;
+mod harness;
+mod lock;
