@@ -278,8 +278,7 @@ fn guard_mass_delete(opts: &SyncOptions, bases: &[RowBase], steps: &[Step]) -> R
 }
 
 fn deletes_locally(step: &Step) -> bool {
-    matches!(&step.action, Action::Pull(r) if r.deleted)
-        && step.local.as_ref().is_some_and(|l| !l.deleted)
+    matches!(&step.action, Action::Pull(r) if r.deleted) && step.local.as_ref().is_some_and(|l| !l.deleted)
 }
 
 /// Blob traffic of one attempt.
@@ -423,7 +422,16 @@ fn download_blobs(
             Ok(blob) => match fetched.get(&blob) {
                 Some(r) => r.clone(),
                 None => {
-                    let r = fetch_blob(io, opts, session, lease, reporter, &blob, 60 + (30 * i / total) as u8, transfer)?;
+                    let r = fetch_blob(
+                        io,
+                        opts,
+                        session,
+                        lease,
+                        reporter,
+                        &blob,
+                        60 + (30 * i / total) as u8,
+                        transfer,
+                    )?;
                     fetched.insert(blob, r.clone());
                     r
                 }
@@ -629,10 +637,12 @@ fn count_outcome(steps: &[Step], skipped: &[String], summary: &mut SyncSummary) 
                 }
             }
             Action::Pull(r) if r.deleted => {
-                summary.deleted_local += u32::from(applied && step.local.as_ref().is_some_and(|l| !l.deleted));
+                summary.deleted_local +=
+                    u32::from(applied && step.local.as_ref().is_some_and(|l| !l.deleted));
             }
             Action::Pull(r) => {
-                summary.metadata_synced += u32::from(applied && step.local.as_ref().is_some_and(|l| l.id == r.id));
+                summary.metadata_synced +=
+                    u32::from(applied && step.local.as_ref().is_some_and(|l| l.id == r.id));
             }
             Action::Conflict(_) if applied => summary.conflicts += 1,
             _ => {}

@@ -141,7 +141,9 @@ impl Lease {
     fn verify(&mut self, session: &mut Session, io: &mut Io<'_>) -> Result<(), SyncError> {
         match session.call(io, |io| io.remote.get(LEASE_FILE, LEASE_FILE_BYTES_MAX)) {
             Ok(f) if LeaseRecord::parse(&f.bytes).as_ref() == Some(&self.record) => Ok(()),
-            Ok(_) | Err(RemoteError::NotFound) | Err(RemoteError::TooLarge { .. }) => Err(SyncError::LeaseLost),
+            Ok(_) | Err(RemoteError::NotFound) | Err(RemoteError::TooLarge { .. }) => {
+                Err(SyncError::LeaseLost)
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -27,8 +27,8 @@ pub mod engine;
 pub mod lease;
 pub mod local_state;
 pub mod plan;
-pub mod session;
 pub mod resolve;
+pub mod session;
 
 pub use api::{
     ConflictInfo, FileError, Resolution, ResolutionKind, ResolveOutcome, StatusReport, SyncError,

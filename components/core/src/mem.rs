@@ -19,8 +19,8 @@ use std::rc::Rc;
 
 use crate::model::{BlobRef, ContentHash, FileMeta, LocalRow, RowBase, SyncStatus};
 use crate::ports::{
-    ApplyOutcome, BlobError, BlobTransfer, Clock, Fetched, LocalCommit, LocalError, LocalStore,
-    Precondition, Progress, ProgressEvent, Random, RemoteError, RemoteStat, RemoteTransport,
+    ApplyOutcome, BlobError, BlobTransfer, Clock, Fetched, LocalCommit, LocalError, LocalStore, Precondition,
+    Progress, ProgressEvent, Random, RemoteError, RemoteStat, RemoteTransport,
 };
 
 // ---------------------------------------------------------------------------
@@ -225,19 +225,14 @@ impl MemStore {
         crate::model::validate_stable_id(stable_id).map_err(invalid)?;
         if self.rows.contains_key(stable_id) {
             // Stable ids are never reused, not even after a deletion.
-            return Err(LocalError::Invalid(format!(
-                "row {stable_id} already exists"
-            )));
+            return Err(LocalError::Invalid(format!("row {stable_id} already exists")));
         }
         let id = ContentHash::of(bytes);
         let blob = BlobRef::new(id.clone(), &meta.file_type).map_err(invalid)?;
         let row = LocalRow {
             stable_id: stable_id.to_owned(),
             id,
-            meta: FileMeta {
-                file_size: Some(len_i64(bytes)),
-                ..meta
-            },
+            meta: FileMeta { file_size: Some(len_i64(bytes)), ..meta },
             deleted: false,
             sync_status: SyncStatus::Modified,
             remote_version: None,
@@ -302,9 +297,7 @@ impl MemStore {
         row.deleted = true;
         let row = mark_edited(row, SyncStatus::PendingDelete, now_ms);
         if let Ok(blob) = row.blob() {
-            let shared = self
-                .live_rows()
-                .any(|r| r.blob().is_ok_and(|b| b.path() == blob.path()));
+            let shared = self.live_rows().any(|r| r.blob().is_ok_and(|b| b.path() == blob.path()));
             if !shared {
                 files.remove(&blob);
             }
@@ -343,11 +336,7 @@ fn len_i64(bytes: &[u8]) -> i64 {
 
 impl LocalStore for MemStore {
     fn count_unsynced(&mut self) -> Result<u64, LocalError> {
-        let n = self
-            .rows
-            .values()
-            .filter(|r| r.sync_status.is_pending())
-            .count();
+        let n = self.rows.values().filter(|r| r.sync_status.is_pending()).count();
         Ok(n as u64)
     }
 
@@ -360,10 +349,7 @@ impl LocalStore for MemStore {
     }
 
     fn rows(&mut self, stable_ids: &[String]) -> Result<Vec<LocalRow>, LocalError> {
-        Ok(stable_ids
-            .iter()
-            .filter_map(|id| self.rows.get(id).cloned())
-            .collect())
+        Ok(stable_ids.iter().filter_map(|id| self.rows.get(id).cloned()).collect())
     }
 
     fn live_rows_with_content(&mut self, hash: &ContentHash) -> Result<u64, LocalError> {
@@ -512,10 +498,7 @@ impl MemServer {
 
     /// The stored state (files and collections), e.g. a nightly backup.
     pub fn snapshot(&self) -> MemServerSnapshot {
-        MemServerSnapshot {
-            files: self.files.clone(),
-            collections: self.collections.clone(),
-        }
+        MemServerSnapshot { files: self.files.clone(), collections: self.collections.clone() }
     }
 
     /// Replaces the stored state with `snapshot`: a remote restored from an
@@ -581,11 +564,7 @@ impl MemServer {
     /// Writes a file in place with a new ETag; a new file touches its parent.
     fn store(&mut self, path: &str, bytes: Vec<u8>) {
         self.etag_counter += 1;
-        let entry = Entry {
-            bytes,
-            etag_seq: self.etag_counter,
-            modified_ms: self.now_ms(),
-        };
+        let entry = Entry { bytes, etag_seq: self.etag_counter, modified_ms: self.now_ms() };
         if self.files.insert(path.to_owned(), entry).is_none() {
             self.touch_parent(path);
         }
@@ -657,25 +636,16 @@ fn parent_of(path: &str) -> &str {
 /// Refuses paths the core must never build: empty, absolute, trailing or
 /// doubled slashes, `.` and `..` segments. Answered like a real server's 400.
 fn check_path(path: &str) -> Result<(), RemoteError> {
-    let ok = !path.is_empty()
-        && path
-            .split('/')
-            .all(|s| !s.is_empty() && s != "." && s != "..");
+    let ok = !path.is_empty() && path.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
     if ok {
         Ok(())
     } else {
-        Err(RemoteError::Protocol {
-            status: 400,
-            message: format!("bad path {path:?}"),
-        })
+        Err(RemoteError::Protocol { status: 400, message: format!("bad path {path:?}") })
     }
 }
 
 fn not_allowed(what: &str, path: &str) -> RemoteError {
-    RemoteError::Protocol {
-        status: 405,
-        message: format!("{what} not allowed on collection {path}"),
-    }
+    RemoteError::Protocol { status: 405, message: format!("{what} not allowed on collection {path}") }
 }
 
 impl RemoteTransport for MemServer {
@@ -689,10 +659,7 @@ impl RemoteTransport for MemServer {
         if entry.bytes.len() as u64 > bytes_max {
             return Err(RemoteError::TooLarge { bytes_max });
         }
-        Ok(Fetched {
-            bytes: entry.bytes.clone(),
-            etag: Some(self.etag_of(entry)),
-        })
+        Ok(Fetched { bytes: entry.bytes.clone(), etag: Some(self.etag_of(entry)) })
     }
 
     fn put(
@@ -719,11 +686,7 @@ impl RemoteTransport for MemServer {
     fn delete(&mut self, path: &str) -> Result<(), RemoteError> {
         self.record(format!("DELETE {path}"));
         check_path(path)?;
-        if self.remove_tree(path) {
-            Ok(())
-        } else {
-            Err(RemoteError::NotFound)
-        }
+        if self.remove_tree(path) { Ok(()) } else { Err(RemoteError::NotFound) }
     }
 
     fn mkcol(&mut self, path: &str) -> Result<(), RemoteError> {
@@ -750,10 +713,7 @@ impl RemoteTransport for MemServer {
         }
         if from == to || to.starts_with(&format!("{from}/")) {
             let message = format!("cannot move {from} onto or into itself ({to})");
-            return Err(RemoteError::Protocol {
-                status: 403,
-                message,
-            });
+            return Err(RemoteError::Protocol { status: 403, message });
         }
         if !self.parent_exists(to) {
             return Err(RemoteError::ParentMissing);
@@ -782,10 +742,7 @@ impl RemoteTransport for MemServer {
                 is_collection: false,
             }));
         }
-        Ok(self
-            .collections
-            .get(path)
-            .map(|t| collection_stat(Some(*t))))
+        Ok(self.collections.get(path).map(|t| collection_stat(Some(*t))))
     }
 
     fn server_time_ms(&mut self) -> Option<i64> {
@@ -794,12 +751,7 @@ impl RemoteTransport for MemServer {
 }
 
 fn collection_stat(modified_ms: Option<i64>) -> RemoteStat {
-    RemoteStat {
-        size: 0,
-        etag: None,
-        modified_ms,
-        is_collection: true,
-    }
+    RemoteStat { size: 0, etag: None, modified_ms, is_collection: true }
 }
 
 /// The shared handle on one [`MemServer`]: every instance's client and the
@@ -944,10 +896,7 @@ pub struct MemRemoteClient {
 impl MemRemoteClient {
     /// A fresh connection with no faults planned.
     pub fn new(remote: MemRemote) -> MemRemoteClient {
-        MemRemoteClient {
-            remote,
-            state: Rc::default(),
-        }
+        MemRemoteClient { remote, state: Rc::default() }
     }
 
     /// The server this client talks to.
@@ -970,21 +919,11 @@ impl MemRemoteClient {
     /// On an unknown method name: such a rule could never fire.
     pub fn inject_on(&self, method: &str, path_suffix: &str, nth: usize, fault: Fault) {
         let upper = method.to_ascii_uppercase();
-        let wanted = if upper == "STAT" {
-            "PROPFIND"
-        } else {
-            upper.as_str()
-        };
+        let wanted = if upper == "STAT" { "PROPFIND" } else { upper.as_str() };
         let Some(method) = METHODS.iter().copied().find(|m| *m == wanted) else {
             panic!("inject_on: unknown method {method:?}, expected one of {METHODS:?}");
         };
-        let rule = FaultRule {
-            method,
-            path_suffix: path_suffix.to_owned(),
-            nth,
-            seen: 0,
-            fault,
-        };
+        let rule = FaultRule { method, path_suffix: path_suffix.to_owned(), nth, seen: 0, fault };
         self.state.borrow_mut().rules.push(rule);
     }
 
@@ -1086,10 +1025,7 @@ fn check_hash(blob: &BlobRef, bytes: &[u8]) -> Result<(), BlobError> {
     if actual == blob.hash {
         Ok(())
     } else {
-        Err(BlobError::HashMismatch {
-            expected: blob.hash.clone(),
-            actual,
-        })
+        Err(BlobError::HashMismatch { expected: blob.hash.clone(), actual })
     }
 }
 
@@ -1101,28 +1037,17 @@ impl BlobTransfer for MemBlobs {
     /// A local file whose bytes do not match its name is refused: uploading
     /// it would put corrupt content at a content-addressed path.
     fn upload(&mut self, blob: &BlobRef, remote_path: &str) -> Result<(), BlobError> {
-        let bytes = self
-            .files
-            .get(blob)
-            .ok_or_else(|| BlobError::LocalMissing(blob.path()))?;
+        let bytes = self.files.get(blob).ok_or_else(|| BlobError::LocalMissing(blob.path()))?;
         check_hash(blob, &bytes)?;
         self.remote.put(remote_path, &bytes, &Precondition::None)?;
         Ok(())
     }
 
-    fn download(
-        &mut self,
-        remote_path: &str,
-        blob: &BlobRef,
-        bytes_max: u64,
-    ) -> Result<(), BlobError> {
-        let fetched = self
-            .remote
-            .get(remote_path, bytes_max)
-            .map_err(|e| match e {
-                RemoteError::TooLarge { bytes_max } => BlobError::TooLarge { bytes_max },
-                other => BlobError::Remote(other),
-            })?;
+    fn download(&mut self, remote_path: &str, blob: &BlobRef, bytes_max: u64) -> Result<(), BlobError> {
+        let fetched = self.remote.get(remote_path, bytes_max).map_err(|e| match e {
+            RemoteError::TooLarge { bytes_max } => BlobError::TooLarge { bytes_max },
+            other => BlobError::Remote(other),
+        })?;
         check_hash(blob, &fetched.bytes)?;
         self.files.put(blob, &fetched.bytes);
         Ok(())
@@ -1140,11 +1065,8 @@ mod tests {
     use crate::ports::RowWrite;
 
     const T0: i64 = 1_700_000_000_000;
-    const PROFILES: [ServerProfile; 3] = [
-        ServerProfile::Strict,
-        ServerProfile::WeakEtagAfterWrite,
-        ServerProfile::IgnoresConditionals,
-    ];
+    const PROFILES: [ServerProfile; 3] =
+        [ServerProfile::Strict, ServerProfile::WeakEtagAfterWrite, ServerProfile::IgnoresConditionals];
 
     fn meta(file_type: &str) -> FileMeta {
         FileMeta {
@@ -1165,11 +1087,7 @@ mod tests {
     }
 
     fn synced(row: &LocalRow) -> LocalRow {
-        LocalRow {
-            sync_status: SyncStatus::Synced,
-            remote_version: Some(1),
-            ..row.clone()
-        }
+        LocalRow { sync_status: SyncStatus::Synced, remote_version: Some(1), ..row.clone() }
     }
 
     #[test]
@@ -1199,11 +1117,7 @@ mod tests {
     #[test]
     fn recording_progress_keeps_events() {
         let mut p = RecordingProgress::default();
-        let e = ProgressEvent {
-            percent: 5,
-            phase: crate::ports::Phase::Check,
-            message: "x".into(),
-        };
+        let e = ProgressEvent { percent: 5, phase: crate::ports::Phase::Check, message: "x".into() };
         p.report(e.clone());
         assert_eq!(p.events, vec![e]);
     }
@@ -1218,19 +1132,10 @@ mod tests {
         store.app_edit_content(&files, "a", b"A2", T0 + 1).unwrap();
         let commit = LocalCommit {
             writes: vec![
-                RowWrite {
-                    row: synced(&a),
-                    expected: Some(a.clone()),
-                },
-                RowWrite {
-                    row: synced(&b),
-                    expected: Some(b.clone()),
-                },
+                RowWrite { row: synced(&a), expected: Some(a.clone()) },
+                RowWrite { row: synced(&b), expected: Some(b.clone()) },
                 // Expected absent, but `b` exists: skipped too.
-                RowWrite {
-                    row: synced(&b),
-                    expected: None,
-                },
+                RowWrite { row: synced(&b), expected: None },
             ],
             meta: vec![("version".into(), "1".into())],
         };
@@ -1249,13 +1154,8 @@ mod tests {
         let files = LocalFiles::new();
         let mut other = MemStore::new();
         let row = synced(&other.app_add(&files, "n", b"N", meta("tei"), T0).unwrap());
-        let commit = LocalCommit {
-            writes: vec![RowWrite {
-                row: row.clone(),
-                expected: None,
-            }],
-            meta: vec![],
-        };
+        let commit =
+            LocalCommit { writes: vec![RowWrite { row: row.clone(), expected: None }], meta: vec![] };
         assert!(store.apply(&commit).unwrap().skipped.is_empty());
         assert_eq!(store.rows(&["n".into(), "zz".into()]).unwrap(), vec![row]);
     }
@@ -1268,10 +1168,7 @@ mod tests {
         let before = store.clone();
         store.fail_next_apply = Some(LocalError::Busy);
         let commit = LocalCommit {
-            writes: vec![RowWrite {
-                row: synced(&a),
-                expected: Some(a.clone()),
-            }],
+            writes: vec![RowWrite { row: synced(&a), expected: Some(a.clone()) }],
             meta: vec![("version".into(), "1".into())],
         };
         assert_eq!(store.apply(&commit), Err(LocalError::Busy));
@@ -1287,52 +1184,31 @@ mod tests {
         let files = LocalFiles::new();
         let mut store = MemStore::new();
         for id in ["a", "b", "c"] {
-            let row = store
-                .app_add(&files, id, id.as_bytes(), meta("pdf"), T0)
-                .unwrap();
+            let row = store.app_add(&files, id, id.as_bytes(), meta("pdf"), T0).unwrap();
             store.rows.insert(id.into(), synced(&row));
         }
         assert_eq!(store.count_unsynced().unwrap(), 0);
 
-        let a = store
-            .app_edit_content(&files, "a", b"new", T0 + 10)
-            .unwrap();
-        assert_eq!(
-            (a.sync_status, a.local_modified_at_ms),
-            (SyncStatus::Modified, T0 + 10)
-        );
+        let a = store.app_edit_content(&files, "a", b"new", T0 + 10).unwrap();
+        assert_eq!((a.sync_status, a.local_modified_at_ms), (SyncStatus::Modified, T0 + 10));
         assert_eq!(a.meta.file_size, Some(3));
         assert_eq!(a.remote_version, Some(1), "the base is kept");
         assert!(files.contains(&BlobRef::new(ContentHash::of(b"a"), "pdf").unwrap()));
         assert_eq!(files.get(&a.blob().unwrap()).unwrap(), b"new");
 
-        let b = store
-            .app_set_meta("b", |m| m.label = Some("L".into()), T0 + 20)
-            .unwrap();
-        assert_eq!(
-            (b.sync_status, b.meta.label.as_deref()),
-            (SyncStatus::Modified, Some("L"))
-        );
+        let b = store.app_set_meta("b", |m| m.label = Some("L".into()), T0 + 20).unwrap();
+        assert_eq!((b.sync_status, b.meta.label.as_deref()), (SyncStatus::Modified, Some("L")));
         let refused = store.app_set_meta("b", |m| m.file_type = "tei".into(), T0 + 21);
         assert!(matches!(refused, Err(LocalError::Invalid(_))));
 
         let c = store.app_delete(&files, "c", T0 + 30).unwrap();
         assert!(c.deleted);
-        assert_eq!(
-            (c.sync_status, c.local_modified_at_ms),
-            (SyncStatus::PendingDelete, T0 + 30)
-        );
+        assert_eq!((c.sync_status, c.local_modified_at_ms), (SyncStatus::PendingDelete, T0 + 30));
         assert!(!files.contains(&c.blob().unwrap()));
         assert_eq!(store.count_unsynced().unwrap(), 3);
         assert_eq!(store.live_rows().count(), 2);
         let bases = store.row_bases().unwrap();
-        assert_eq!(
-            bases
-                .iter()
-                .map(|b| b.stable_id.as_str())
-                .collect::<Vec<_>>(),
-            ["a", "b", "c"]
-        );
+        assert_eq!(bases.iter().map(|b| b.stable_id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
     #[test]
@@ -1341,11 +1217,7 @@ mod tests {
         let mut store = MemStore::new();
         store.app_add(&files, "a", b"A", meta("pdf"), T0).unwrap();
         assert!(store.app_add(&files, "a", b"X", meta("pdf"), T0).is_err());
-        assert!(
-            store
-                .app_add(&files, "../x", b"X", meta("pdf"), T0)
-                .is_err()
-        );
+        assert!(store.app_add(&files, "../x", b"X", meta("pdf"), T0).is_err());
         assert!(store.app_add(&files, "b", b"X", meta("../x"), T0).is_err());
         assert!(store.app_edit_content(&files, "nope", b"X", T0).is_err());
         store.app_delete(&files, "a", T0).unwrap();
@@ -1358,12 +1230,8 @@ mod tests {
     fn app_delete_keeps_a_blob_another_live_row_uses() {
         let files = LocalFiles::new();
         let mut store = MemStore::new();
-        let a = store
-            .app_add(&files, "a", b"same", meta("pdf"), T0)
-            .unwrap();
-        store
-            .app_add(&files, "b", b"same", meta("pdf"), T0)
-            .unwrap();
+        let a = store.app_add(&files, "a", b"same", meta("pdf"), T0).unwrap();
+        store.app_add(&files, "b", b"same", meta("pdf"), T0).unwrap();
         store.app_delete(&files, "a", T0).unwrap();
         assert!(files.contains(&a.blob().unwrap()));
         store.app_delete(&files, "b", T0).unwrap();
@@ -1375,25 +1243,14 @@ mod tests {
     fn live_rows_with_content_counts_only_live_rows() {
         let files = LocalFiles::new();
         let mut store = MemStore::new();
-        store
-            .app_add(&files, "a", b"same", meta("pdf"), T0)
-            .unwrap();
-        store
-            .app_add(&files, "b", b"same", meta("tei"), T0)
-            .unwrap();
-        store
-            .app_add(&files, "c", b"other", meta("pdf"), T0)
-            .unwrap();
+        store.app_add(&files, "a", b"same", meta("pdf"), T0).unwrap();
+        store.app_add(&files, "b", b"same", meta("tei"), T0).unwrap();
+        store.app_add(&files, "c", b"other", meta("pdf"), T0).unwrap();
         let hash = ContentHash::of(b"same");
         assert_eq!(store.live_rows_with_content(&hash).unwrap(), 2);
         store.app_delete(&files, "a", T0).unwrap();
         assert_eq!(store.live_rows_with_content(&hash).unwrap(), 1);
-        assert_eq!(
-            store
-                .live_rows_with_content(&ContentHash::of(b"none"))
-                .unwrap(),
-            0
-        );
+        assert_eq!(store.live_rows_with_content(&ContentHash::of(b"none")).unwrap(), 0);
     }
 
     #[test]
@@ -1401,51 +1258,36 @@ mod tests {
         for profile in PROFILES {
             let (_, remote, mut c) = setup(profile);
             c.mkcol("version.txt.lock").unwrap();
-            assert_eq!(
-                c.mkcol("version.txt.lock"),
-                Err(RemoteError::AlreadyExists),
-                "{profile:?}"
-            );
+            assert_eq!(c.mkcol("version.txt.lock"), Err(RemoteError::AlreadyExists), "{profile:?}");
             c.put("f", b"x", &Precondition::None).unwrap();
             assert_eq!(c.mkcol("f"), Err(RemoteError::AlreadyExists), "{profile:?}");
-            assert_eq!(
-                remote.server().collections(),
-                vec!["version.txt.lock".to_string()]
-            );
+            assert_eq!(remote.server().collections(), vec!["version.txt.lock".to_string()]);
         }
     }
 
     #[test]
     fn if_none_match_on_existing_fails_strict_but_overwrites_when_ignored() {
         let (_, remote, mut c) = setup(ServerProfile::Strict);
-        c.put("version.txt", b"1", &Precondition::IfNoneMatchAny)
-            .unwrap();
+        c.put("version.txt", b"1", &Precondition::IfNoneMatchAny).unwrap();
         let again = c.put("version.txt", b"2", &Precondition::IfNoneMatchAny);
         assert_eq!(again, Err(RemoteError::PreconditionFailed));
         assert_eq!(remote.read("version.txt").unwrap(), b"1");
 
         let (_, remote, mut c) = setup(ServerProfile::IgnoresConditionals);
-        c.put("version.txt", b"1", &Precondition::IfNoneMatchAny)
-            .unwrap();
-        c.put("version.txt", b"2", &Precondition::IfNoneMatchAny)
-            .unwrap();
+        c.put("version.txt", b"1", &Precondition::IfNoneMatchAny).unwrap();
+        c.put("version.txt", b"2", &Precondition::IfNoneMatchAny).unwrap();
         assert_eq!(remote.read("version.txt").unwrap(), b"2");
     }
 
     #[test]
     fn if_match_honoured_by_strict_and_ignored_by_rclone() {
-        for (profile, stale_ok) in [
-            (ServerProfile::Strict, false),
-            (ServerProfile::IgnoresConditionals, true),
-        ] {
+        for (profile, stale_ok) in
+            [(ServerProfile::Strict, false), (ServerProfile::IgnoresConditionals, true)]
+        {
             let (_, remote, mut c) = setup(profile);
-            let e1 = c
-                .put("metadata.db", b"1", &Precondition::None)
-                .unwrap()
-                .unwrap();
+            let e1 = c.put("metadata.db", b"1", &Precondition::None).unwrap().unwrap();
             assert_eq!(c.get("metadata.db", 10).unwrap().etag.as_ref(), Some(&e1));
-            c.put("metadata.db", b"2", &Precondition::IfMatch(e1.clone()))
-                .unwrap();
+            c.put("metadata.db", b"2", &Precondition::IfMatch(e1.clone())).unwrap();
             let stale = c.put("metadata.db", b"3", &Precondition::IfMatch(e1));
             assert_eq!(stale.is_ok(), stale_ok, "{profile:?}");
             let want: &[u8] = if stale_ok { b"3" } else { b"2" };
@@ -1460,17 +1302,11 @@ mod tests {
         let read = c.get("metadata.db", 100).unwrap().etag.unwrap();
         assert!(read.starts_with("W/\""), "{read}");
         let cond = Precondition::IfMatch(read);
-        assert_eq!(
-            c.put("metadata.db", b"v2", &cond),
-            Err(RemoteError::PreconditionFailed)
-        );
+        assert_eq!(c.put("metadata.db", b"v2", &cond), Err(RemoteError::PreconditionFailed));
         world.advance(1001);
         let read = c.stat("metadata.db").unwrap().unwrap().etag.unwrap();
         assert!(read.starts_with('"'), "{read}");
-        let new = c
-            .put("metadata.db", b"v2", &Precondition::IfMatch(read))
-            .unwrap()
-            .unwrap();
+        let new = c.put("metadata.db", b"v2", &Precondition::IfMatch(read)).unwrap().unwrap();
         assert!(new.starts_with("W/"), "just written again: {new}");
         assert_eq!(remote.read("metadata.db").unwrap(), b"v2");
     }
@@ -1479,18 +1315,12 @@ mod tests {
     fn put_into_missing_parent_and_onto_collection_fail() {
         for profile in PROFILES {
             let (_, remote, mut c) = setup(profile);
-            assert_eq!(
-                c.put("ab/x.pdf", b"x", &Precondition::None),
-                Err(RemoteError::ParentMissing)
-            );
+            assert_eq!(c.put("ab/x.pdf", b"x", &Precondition::None), Err(RemoteError::ParentMissing));
             assert_eq!(c.mkcol("a/b"), Err(RemoteError::ParentMissing));
             c.mkcol("ab").unwrap();
             c.put("ab/x.pdf", b"x", &Precondition::None).unwrap();
             let onto = c.put("ab", b"x", &Precondition::None);
-            assert!(matches!(
-                onto,
-                Err(RemoteError::Protocol { status: 405, .. })
-            ));
+            assert!(matches!(onto, Err(RemoteError::Protocol { status: 405, .. })));
             assert!(remote.exists("ab/x.pdf"));
         }
     }
@@ -1500,19 +1330,13 @@ mod tests {
         let (_, remote, mut c) = setup(ServerProfile::Strict);
         c.put("tmp", b"new", &Precondition::None).unwrap();
         c.put("dst", b"old", &Precondition::None).unwrap();
-        assert_eq!(
-            c.move_to("tmp", "dst", false),
-            Err(RemoteError::AlreadyExists)
-        );
+        assert_eq!(c.move_to("tmp", "dst", false), Err(RemoteError::AlreadyExists));
         assert_eq!(remote.read("dst").unwrap(), b"old");
         c.move_to("tmp", "dst", true).unwrap();
         assert_eq!(remote.read("dst").unwrap(), b"new");
         assert!(!remote.exists("tmp"));
         assert_eq!(c.move_to("tmp", "dst", true), Err(RemoteError::NotFound));
-        assert_eq!(
-            c.move_to("dst", "no/dst", true),
-            Err(RemoteError::ParentMissing)
-        );
+        assert_eq!(c.move_to("dst", "no/dst", true), Err(RemoteError::ParentMissing));
     }
 
     #[test]
@@ -1521,18 +1345,9 @@ mod tests {
         remote.write_raw("t/a/f1", b"1");
         remote.write_raw("t/f2", b"2");
         c.move_to("t", "u", false).unwrap();
-        assert_eq!(
-            remote.server().collections(),
-            vec!["u".to_string(), "u/a".to_string()]
-        );
-        assert_eq!(
-            remote.files().keys().cloned().collect::<Vec<_>>(),
-            ["u/a/f1", "u/f2"]
-        );
-        assert!(matches!(
-            c.move_to("u", "u/a/x", false),
-            Err(RemoteError::Protocol { .. })
-        ));
+        assert_eq!(remote.server().collections(), vec!["u".to_string(), "u/a".to_string()]);
+        assert_eq!(remote.files().keys().cloned().collect::<Vec<_>>(), ["u/a/f1", "u/f2"]);
+        assert!(matches!(c.move_to("u", "u/a/x", false), Err(RemoteError::Protocol { .. })));
     }
 
     #[test]
@@ -1566,29 +1381,16 @@ mod tests {
         world.advance(50);
         c.put("d/f", b"abc", &Precondition::None).unwrap();
         let f = c.stat("d/f").unwrap().unwrap();
-        assert_eq!(
-            (f.size, f.modified_ms, f.is_collection),
-            (3, Some(T0 + 50), false)
-        );
+        assert_eq!((f.size, f.modified_ms, f.is_collection), (3, Some(T0 + 50), false));
         let d = c.stat("d").unwrap().unwrap();
         assert!(d.is_collection);
-        assert_eq!(
-            d.modified_ms,
-            Some(T0 + 50),
-            "a new child touches its parent"
-        );
+        assert_eq!(d.modified_ms, Some(T0 + 50), "a new child touches its parent");
         world.advance(7);
         assert_eq!(c.stat("nope").unwrap(), None);
         assert_eq!(c.server_time_ms(), Some(T0 + 57));
         assert!(c.stat("").unwrap().unwrap().is_collection);
-        assert!(matches!(
-            c.get("/abs", 1),
-            Err(RemoteError::Protocol { status: 400, .. })
-        ));
-        assert!(matches!(
-            c.get("a/../b", 1),
-            Err(RemoteError::Protocol { status: 400, .. })
-        ));
+        assert!(matches!(c.get("/abs", 1), Err(RemoteError::Protocol { status: 400, .. })));
+        assert!(matches!(c.get("a/../b", 1), Err(RemoteError::Protocol { status: 400, .. })));
     }
 
     #[test]
@@ -1600,11 +1402,7 @@ mod tests {
         let r = c.put("version.txt", b"7", &Precondition::None);
         assert_eq!(r, Err(RemoteError::Unavailable("lost response".into())));
         assert_eq!(remote.read("version.txt").unwrap(), b"7");
-        assert_eq!(
-            c.server_time_ms(),
-            Some(T0),
-            "no Date seen from a lost response"
-        );
+        assert_eq!(c.server_time_ms(), Some(T0), "no Date seen from a lost response");
         assert_eq!(c.ops(), 2);
     }
 
@@ -1628,10 +1426,7 @@ mod tests {
         let crashed = Err(RemoteError::Unavailable("crashed".into()));
         assert_eq!(c.mkcol("b"), crashed);
         assert!(c.crashed());
-        assert_eq!(
-            c.put("f", b"x", &Precondition::None),
-            crashed.clone().map(|()| None)
-        );
+        assert_eq!(c.put("f", b"x", &Precondition::None), crashed.clone().map(|()| None));
         assert_eq!(blobs_client.delete("a"), crashed);
         assert_eq!(remote.op_log(), vec!["MKCOL a".to_string()]);
         assert_eq!(c.ops(), 4);
@@ -1640,14 +1435,8 @@ mod tests {
     #[test]
     fn inject_on_targets_the_nth_matching_operation() {
         let (_, remote, mut c) = setup(ServerProfile::Strict);
-        c.put("x/metadata.db", b"skip", &Precondition::None)
-            .unwrap_err(); // parent missing
-        c.inject_on(
-            "put",
-            "metadata.db",
-            1,
-            Fault::Fail(RemoteError::InsufficientStorage),
-        );
+        c.put("x/metadata.db", b"skip", &Precondition::None).unwrap_err(); // parent missing
+        c.inject_on("put", "metadata.db", 1, Fault::Fail(RemoteError::InsufficientStorage));
         c.put("version.txt", b"1", &Precondition::None).unwrap();
         c.put("metadata.db", b"a", &Precondition::None).unwrap();
         let second = c.put("metadata.db", b"b", &Precondition::None);
@@ -1677,11 +1466,7 @@ mod tests {
         remote.restore(backup);
         assert_eq!(remote.read("version.txt").unwrap(), b"1");
         assert!(!remote.exists("ab"));
-        assert_ne!(
-            c.stat("version.txt").unwrap().unwrap().etag,
-            old_etag,
-            "restored files are new"
-        );
+        assert_ne!(c.stat("version.txt").unwrap().unwrap().etag, old_etag, "restored files are new");
     }
 
     #[test]
@@ -1697,10 +1482,7 @@ mod tests {
         assert!(!blobs.local_has(&blob).unwrap());
         remote.write_raw(&blob.path(), b"good");
         let r = blobs.download(&blob.path(), &blob, 3);
-        assert!(
-            matches!(r, Err(BlobError::TooLarge { bytes_max: 3 })),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(BlobError::TooLarge { bytes_max: 3 })), "{r:?}");
         blobs.download(&blob.path(), &blob, 100).unwrap();
         assert_eq!(files.get(&blob).unwrap(), b"good");
     }
@@ -1711,24 +1493,15 @@ mod tests {
         let files = LocalFiles::new();
         let mut blobs = MemBlobs::new(files.clone(), c.clone());
         let blob = BlobRef::new(ContentHash::of(b"data"), "tei").unwrap();
-        assert!(matches!(
-            blobs.upload(&blob, "up"),
-            Err(BlobError::LocalMissing(_))
-        ));
+        assert!(matches!(blobs.upload(&blob, "up"), Err(BlobError::LocalMissing(_))));
         files.put(&blob, b"data");
         c.inject(c.ops(), Fault::Fail(RemoteError::Unavailable("503".into())));
-        assert!(matches!(
-            blobs.upload(&blob, "up"),
-            Err(BlobError::Remote(_))
-        ));
+        assert!(matches!(blobs.upload(&blob, "up"), Err(BlobError::Remote(_))));
         blobs.upload(&blob, "up").unwrap();
         assert_eq!(remote.read("up").unwrap(), b"data");
         assert_eq!(c.ops(), 2, "clones count together");
         files.put(&blob, b"rot");
-        assert!(matches!(
-            blobs.upload(&blob, "up2"),
-            Err(BlobError::HashMismatch { .. })
-        ));
+        assert!(matches!(blobs.upload(&blob, "up2"), Err(BlobError::HashMismatch { .. })));
         blobs.remove_local(&blob).unwrap();
         blobs.remove_local(&blob).unwrap();
         assert!(!blobs.local_has(&blob).unwrap());
@@ -1744,9 +1517,7 @@ mod tests {
                 let n = rng.next_u64() % 4;
                 let path = format!("ab/f{n}");
                 let _ = match rng.next_u64() % 3 {
-                    0 => c
-                        .put(&path, format!("{i}").as_bytes(), &Precondition::None)
-                        .map(|_| ()),
+                    0 => c.put(&path, format!("{i}").as_bytes(), &Precondition::None).map(|_| ()),
                     1 => c.delete(&path),
                     _ => c.move_to(&path, &format!("ab/f{}", (n + 1) % 4), i % 2 == 0),
                 };

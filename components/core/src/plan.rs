@@ -96,9 +96,10 @@ fn decide_both(l: &LocalRow, r: &RemoteRow, ctx: &DecideContext<'_>) -> Action {
     let base = if ctx.void_base { None } else { l.remote_version };
     // The remote lost what we know it had: our state must be published again.
     let behind = base.is_some_and(|b| r.remote_version < b);
-    // A remote row last written by this very instance is our own earlier
-    // commit (e.g. one whose local bookkeeping crashed), not a rival change.
-    let remote_changed = r.remote_version > base.unwrap_or(0) && r.hlc.instance != ctx.instance;
+    // Our own earlier commit whose local bookkeeping crashed counts as a
+    // remote change too: it may be a merge that carries others' edits, and
+    // the ordinary compare settles it (same state, or LWW by stamp).
+    let remote_changed = r.remote_version > base.unwrap_or(0);
     // Under a void base every live local file is offered to the remote; a
     // deletion recorded on another remote is not a change for this one.
     let local_changed = l.sync_status.is_pending() || behind || (ctx.void_base && !l.deleted);
@@ -106,8 +107,6 @@ fn decide_both(l: &LocalRow, r: &RemoteRow, ctx: &DecideContext<'_>) -> Action {
         (true, false) => push_local(l, ctx),
         (false, true) => Action::Pull(r.clone()),
         (true, true) => decide_concurrent(l, r, base, ctx),
-        // Our own newer commit that the local database never recorded.
-        (false, false) if r.remote_version > base.unwrap_or(0) => Action::Pull(r.clone()),
         (false, false) => Action::Nothing,
     }
 }
@@ -339,14 +338,19 @@ mod tests {
     }
 
     #[test]
-    fn our_own_unacknowledged_commit_is_not_a_rival_change() {
+    fn our_own_unacknowledged_commit_settles_by_state_and_stamp() {
         let seen = HlcClock::new(ME, None);
         // We pushed label "x2" (rv 4) but crashed before recording it, then
-        // edited again.
+        // edited again: the later edit wins by stamp.
         let mut l = modified(synced(b"a", "x", 3, hlc(1, "o")), 5);
         l.meta.label = Some("x3".into());
         let r = remote(b"a", "x2", 4, hlc(4, ME));
         assert!(matches!(decide(Some(&l), Some(&r), &ctx(&seen)), Action::Push { .. }));
+        // Our pushed merge carried someone else's label: it is kept.
+        let l = modified(synced(b"a", "x", 3, hlc(1, "o")), 5);
+        let mut merged = remote(b"a", "theirs", 4, hlc(6, ME));
+        merged.id = ContentHash::of(b"a");
+        assert_eq!(decide(Some(&l), Some(&merged), &ctx(&seen)), Action::Pull(merged.clone()));
         // Without the further edit the two simply agree.
         let mut l = modified(synced(b"a", "x", 3, hlc(1, "o")), 5);
         l.meta.label = Some("x2".into());

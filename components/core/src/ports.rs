@@ -162,8 +162,7 @@ pub trait BlobTransfer {
     /// GET `remote_path` into a local temporary file, verify its SHA-256 is
     /// `blob.hash` and its size at most `bytes_max`, then rename it into place.
     /// On any failure nothing is left behind.
-    fn download(&mut self, remote_path: &str, blob: &BlobRef, bytes_max: u64)
-    -> Result<(), BlobError>;
+    fn download(&mut self, remote_path: &str, blob: &BlobRef, bytes_max: u64) -> Result<(), BlobError>;
     /// Delete the local blob (no error if already gone).
     fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError>;
 }

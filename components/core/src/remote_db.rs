@@ -126,28 +126,19 @@ impl RemoteDb {
     pub fn create(epoch: &str) -> Result<RemoteDb, RemoteDbError> {
         validate_stable_id(epoch).map_err(|e| wrong(format!("epoch: {e}")))?;
         let conn = Connection::open_in_memory().map_err(sql_err)?;
-        conn.execute_batch("PRAGMA trusted_schema = OFF;")
-            .map_err(sql_err)?;
+        conn.execute_batch("PRAGMA trusted_schema = OFF;").map_err(sql_err)?;
         conn.execute_batch(SCHEMA).map_err(sql_err)?;
         // updated_at is NULL rather than CURRENT_TIMESTAMP: the core has no
         // clock here, and SQLite's own would make the bytes nondeterministic.
         let schema_version = Self::SCHEMA_VERSION.to_string();
-        for (key, value) in [
-            ("version", "0"),
-            ("epoch", epoch),
-            ("schema_version", &schema_version),
-        ] {
+        for (key, value) in [("version", "0"), ("epoch", epoch), ("schema_version", &schema_version)] {
             conn.execute(
                 "INSERT INTO sync_metadata (key, value, updated_at) VALUES (?1, ?2, NULL)",
                 params![key, value],
             )
             .map_err(sql_err)?;
         }
-        Ok(RemoteDb {
-            conn,
-            version: 0,
-            epoch: epoch.to_owned(),
-        })
+        Ok(RemoteDb { conn, version: 0, epoch: epoch.to_owned() })
     }
 
     /// Opens downloaded bytes after checking header, integrity, schema and
@@ -164,13 +155,9 @@ impl RemoteDb {
         let mut conn = Connection::open_in_memory().map_err(sql_err)?;
         // Before anything reads the schema: functions in the hostile schema
         // (defaults, indexes, CHECKs) may then only be innocuous ones.
-        conn.execute_batch("PRAGMA trusted_schema = OFF;")
-            .map_err(sql_err)?;
-        conn.deserialize_read_exact(MAIN_DB, reader, bytes.len(), false)
-            .map_err(corrupt)?;
-        let check: String = conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(corrupt)?;
+        conn.execute_batch("PRAGMA trusted_schema = OFF;").map_err(sql_err)?;
+        conn.deserialize_read_exact(MAIN_DB, reader, bytes.len(), false).map_err(corrupt)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(corrupt)?;
         if check != "ok" {
             return Err(RemoteDbError::Corrupt(check));
         }
@@ -179,11 +166,7 @@ impl RemoteDb {
         check_table(&conn, "sync_metadata", &SYNC_COLUMNS, "key")?;
         let (version, epoch) = read_counters(&conn)?;
         check_row_versions(&conn, version)?;
-        Ok(RemoteDb {
-            conn,
-            version,
-            epoch,
-        })
+        Ok(RemoteDb { conn, version, epoch })
     }
 
     /// The commit counter (`sync_metadata.version`).
@@ -198,19 +181,13 @@ impl RemoteDb {
 
     /// `stable_id -> remote_version` for every row, ids and versions checked.
     pub fn row_versions(&self) -> Result<HashMap<String, i64>, RemoteDbError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT stable_id, remote_version FROM file_metadata")
-            .map_err(sql_err)?;
+        let mut stmt =
+            self.conn.prepare("SELECT stable_id, remote_version FROM file_metadata").map_err(sql_err)?;
         let mut rows = stmt.query([]).map_err(sql_err)?;
         let mut out = HashMap::new();
         while let Some(r) = rows.next().map_err(sql_err)? {
-            let (id, ver) = (
-                r.get_ref(0).map_err(sql_err)?,
-                r.get_ref(1).map_err(sql_err)?,
-            );
-            let (stable_id, version) =
-                decode_version(id, ver).map_err(|source| invalid_row(id, source))?;
+            let (id, ver) = (r.get_ref(0).map_err(sql_err)?, r.get_ref(1).map_err(sql_err)?);
+            let (stable_id, version) = decode_version(id, ver).map_err(|source| invalid_row(id, source))?;
             out.insert(stable_id, version);
         }
         Ok(out)
@@ -220,18 +197,9 @@ impl RemoteDb {
     /// ids the remote does not have are left out.
     pub fn rows(&self, stable_ids: &[String]) -> Result<Vec<RemoteRow>, RemoteDbError> {
         let mut seen = HashSet::new();
-        let ids: Vec<&str> = stable_ids
-            .iter()
-            .map(String::as_str)
-            .filter(|id| seen.insert(*id))
-            .collect();
-        let select_in = |n: usize| {
-            format!(
-                "{} WHERE stable_id IN ({})",
-                select_all(),
-                vec!["?"; n].join(",")
-            )
-        };
+        let ids: Vec<&str> = stable_ids.iter().map(String::as_str).filter(|id| seen.insert(*id)).collect();
+        let select_in =
+            |n: usize| format!("{} WHERE stable_id IN ({})", select_all(), vec!["?"; n].join(","));
         // Every chunk but the last has the same size: prepare that one once.
         let mut full = if ids.len() >= CHUNK {
             Some(self.conn.prepare(&select_in(CHUNK)).map_err(sql_err)?)
@@ -243,10 +211,7 @@ impl RemoteDb {
             match full.as_mut().filter(|_| chunk.len() == CHUNK) {
                 Some(stmt) => collect_rows(stmt, chunk, &mut out)?,
                 None => {
-                    let mut stmt = self
-                        .conn
-                        .prepare(&select_in(chunk.len()))
-                        .map_err(sql_err)?;
+                    let mut stmt = self.conn.prepare(&select_in(chunk.len())).map_err(sql_err)?;
                     collect_rows(&mut stmt, chunk, &mut out)?;
                 }
             }
@@ -271,16 +236,10 @@ impl RemoteDb {
         // `CASE WHEN deleted` is SQLite's truthiness: the same "integer != 0"
         // rule the row reader applies (NULL counts as live).
         let sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN deleted THEN 1 ELSE 0 END), 0) FROM file_metadata";
-        let (total, dead): (i64, i64) = self
-            .conn
-            .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(sql_err)?;
-        let count =
-            |n: i64| u64::try_from(n).map_err(|_| RemoteDbError::Sqlite(format!("bad count {n}")));
-        Ok(RemoteDbStats {
-            live: count(total - dead)?,
-            tombstones: count(dead)?,
-        })
+        let (total, dead): (i64, i64) =
+            self.conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err)?;
+        let count = |n: i64| u64::try_from(n).map_err(|_| RemoteDbError::Sqlite(format!("bad count {n}")));
+        Ok(RemoteDbStats { live: count(total - dead)?, tombstones: count(dead)? })
     }
 
     /// Upserts `rows` and sets the version to `new_version`, in one
@@ -293,17 +252,12 @@ impl RemoteDb {
         now_iso: &str,
     ) -> Result<(), RemoteDbError> {
         if new_version <= self.version {
-            let msg = format!(
-                "commit version {new_version} is not above the current version {}",
-                self.version
-            );
+            let msg =
+                format!("commit version {new_version} is not above the current version {}", self.version);
             return Err(RemoteDbError::Sqlite(msg));
         }
         for row in rows {
-            let invalid = |source| RemoteDbError::InvalidRow {
-                stable_id: row.stable_id.clone(),
-                source,
-            };
+            let invalid = |source| RemoteDbError::InvalidRow { stable_id: row.stable_id.clone(), source };
             if row.remote_version != new_version {
                 let reason = format!("must equal the commit's version {new_version}");
                 return Err(invalid(InvalidValue::new(
@@ -329,9 +283,7 @@ impl RemoteDb {
             )
             .map_err(sql_err)?;
         if changed != 1 {
-            return Err(RemoteDbError::Sqlite(format!(
-                "updated {changed} version rows instead of 1"
-            )));
+            return Err(RemoteDbError::Sqlite(format!("updated {changed} version rows instead of 1")));
         }
         tx.commit().map_err(sql_err)?;
         self.version = new_version;
@@ -351,10 +303,7 @@ fn select_all() -> String {
 fn upsert_sql() -> String {
     let names = COLUMNS.join(", ");
     let slots: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect();
-    let sets: Vec<String> = COLUMNS[1..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
+    let sets: Vec<String> = COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
     format!(
         "INSERT INTO file_metadata ({names}) VALUES ({}) ON CONFLICT(stable_id) DO UPDATE SET {}",
         slots.join(", "),
@@ -396,10 +345,8 @@ fn collect_rows<P: rusqlite::ToSql>(
 ) -> Result<(), RemoteDbError> {
     let mut rows = stmt.query(params_from_iter(params)).map_err(sql_err)?;
     while let Some(r) = rows.next().map_err(sql_err)? {
-        let values = (0..COLUMNS.len())
-            .map(|i| r.get_ref(i))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql_err)?;
+        let values =
+            (0..COLUMNS.len()).map(|i| r.get_ref(i)).collect::<Result<Vec<_>, _>>().map_err(sql_err)?;
         out.push(decode(&values).map_err(|source| invalid_row(values[0], source))?);
     }
     Ok(())
@@ -435,10 +382,8 @@ fn check_no_active_schema(conn: &Connection) -> Result<(), RemoteDbError> {
     let sql = "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')
                UNION ALL SELECT type, name FROM pragma_table_list WHERE schema = 'main' AND type NOT IN ('table', 'view')
                LIMIT 1";
-    let found: Option<(String, String)> = conn
-        .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(corrupt)?;
+    let found: Option<(String, String)> =
+        conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(corrupt)?;
     match found {
         Some((kind, name)) => Err(wrong(format!("{kind} {name:?} is not allowed"))),
         None => Ok(()),
@@ -447,19 +392,10 @@ fn check_no_active_schema(conn: &Connection) -> Result<(), RemoteDbError> {
 
 /// Checks that `table` has the `required` columns and exactly `pk` as primary
 /// key (the upserts' `ON CONFLICT` target). Extra columns are fine.
-fn check_table(
-    conn: &Connection,
-    table: &str,
-    required: &[&str],
-    pk: &str,
-) -> Result<(), RemoteDbError> {
-    let mut stmt = conn
-        .prepare("SELECT name, pk FROM pragma_table_info(?1)")
-        .map_err(corrupt)?;
+fn check_table(conn: &Connection, table: &str, required: &[&str], pk: &str) -> Result<(), RemoteDbError> {
+    let mut stmt = conn.prepare("SELECT name, pk FROM pragma_table_info(?1)").map_err(corrupt)?;
     let cols: HashMap<String, i64> = stmt
-        .query_map([table], |r| {
-            Ok((r.get::<_, String>(0)?.to_ascii_lowercase(), r.get(1)?))
-        })
+        .query_map([table], |r| Ok((r.get::<_, String>(0)?.to_ascii_lowercase(), r.get(1)?)))
         .and_then(|rows| rows.collect())
         .map_err(corrupt)?;
     if cols.is_empty() {
@@ -468,15 +404,9 @@ fn check_table(
     if let Some(missing) = required.iter().find(|c| !cols.contains_key(**c)) {
         return Err(wrong(format!("table {table} has no column {missing}")));
     }
-    let keys: Vec<&str> = cols
-        .iter()
-        .filter(|(_, k)| **k > 0)
-        .map(|(c, _)| c.as_str())
-        .collect();
+    let keys: Vec<&str> = cols.iter().filter(|(_, k)| **k > 0).map(|(c, _)| c.as_str()).collect();
     if keys != [pk] {
-        return Err(wrong(format!(
-            "{table}.{pk} must be the primary key (found {keys:?})"
-        )));
+        return Err(wrong(format!("{table}.{pk} must be the primary key (found {keys:?})")));
     }
     Ok(())
 }
@@ -485,11 +415,7 @@ fn check_table(
 fn read_counters(conn: &Connection) -> Result<(i64, String), RemoteDbError> {
     let get = |key: &str| -> Result<String, RemoteDbError> {
         let value: Option<Value> = conn
-            .query_row(
-                "SELECT value FROM sync_metadata WHERE key = ?1",
-                [key],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM sync_metadata WHERE key = ?1", [key], |r| r.get(0))
             .optional()
             .map_err(corrupt)?;
         match value {
@@ -521,30 +447,23 @@ fn read_counters(conn: &Connection) -> Result<(i64, String), RemoteDbError> {
 /// `remote_version` anywhere is what MAX() returns.
 fn check_row_versions(conn: &Connection, version: i64) -> Result<(), RemoteDbError> {
     let (id, max): (Value, Value) = conn
-        .query_row(
-            "SELECT stable_id, MAX(remote_version) FROM file_metadata",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT stable_id, MAX(remote_version) FROM file_metadata", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .map_err(corrupt)?;
     let row = describe(ValueRef::from(&id));
     match max {
         Value::Null => Ok(()),
         Value::Integer(n) if n <= version => Ok(()),
-        Value::Integer(n) => Err(wrong(format!(
-            "row {row:?} has remote_version {n} > database version {version}"
-        ))),
-        _ => Err(wrong(format!(
-            "row {row:?} has a non-integer remote_version"
-        ))),
+        Value::Integer(n) => {
+            Err(wrong(format!("row {row:?} has remote_version {n} > database version {version}")))
+        }
+        _ => Err(wrong(format!("row {row:?} has a non-integer remote_version"))),
     }
 }
 
 fn invalid_row(stable_id: ValueRef<'_>, source: InvalidValue) -> RemoteDbError {
-    RemoteDbError::InvalidRow {
-        stable_id: describe(stable_id),
-        source,
-    }
+    RemoteDbError::InvalidRow { stable_id: describe(stable_id), source }
 }
 
 /// A printable, bounded form of any SQLite value, for error messages.
@@ -553,10 +472,7 @@ fn describe(v: ValueRef<'_>) -> String {
         ValueRef::Null => "NULL".to_owned(),
         ValueRef::Integer(i) => i.to_string(),
         ValueRef::Real(f) => f.to_string(),
-        ValueRef::Text(t) => String::from_utf8_lossy(&t[..t.len().min(320)])
-            .chars()
-            .take(80)
-            .collect(),
+        ValueRef::Text(t) => String::from_utf8_lossy(&t[..t.len().min(320)]).chars().take(80).collect(),
         ValueRef::Blob(b) => format!("<blob of {} bytes>", b.len()),
     }
 }
@@ -567,11 +483,7 @@ fn opt_text(i: usize, v: ValueRef<'_>) -> Result<Option<String>, InvalidValue> {
         ValueRef::Null => Ok(None),
         ValueRef::Text(t) => match std::str::from_utf8(t) {
             Ok(s) => Ok(Some(s.to_owned())),
-            Err(_) => Err(InvalidValue::new(
-                COLUMNS[i],
-                &describe(v),
-                "is not valid UTF-8",
-            )),
+            Err(_) => Err(InvalidValue::new(COLUMNS[i], &describe(v), "is not valid UTF-8")),
         },
         _ => Err(InvalidValue::new(COLUMNS[i], &describe(v), "must be TEXT")),
     }
@@ -586,11 +498,7 @@ fn opt_int(i: usize, v: ValueRef<'_>) -> Result<Option<i64>, InvalidValue> {
     match v {
         ValueRef::Null => Ok(None),
         ValueRef::Integer(n) => Ok(Some(n)),
-        _ => Err(InvalidValue::new(
-            COLUMNS[i],
-            &describe(v),
-            "must be an INTEGER",
-        )),
+        _ => Err(InvalidValue::new(COLUMNS[i], &describe(v), "must be an INTEGER")),
     }
 }
 
@@ -607,14 +515,9 @@ fn decode_version(id: ValueRef<'_>, ver: ValueRef<'_>) -> Result<(String, i64), 
 }
 
 fn remote_version(v: ValueRef<'_>) -> Result<i64, InvalidValue> {
-    let n = opt_int(16, v)?
-        .ok_or_else(|| InvalidValue::new("remote_version", "NULL", "must not be NULL"))?;
+    let n = opt_int(16, v)?.ok_or_else(|| InvalidValue::new("remote_version", "NULL", "must not be NULL"))?;
     if n < 1 {
-        return Err(InvalidValue::new(
-            "remote_version",
-            &n.to_string(),
-            "must be at least 1",
-        ));
+        return Err(InvalidValue::new("remote_version", &n.to_string(), "must be at least 1"));
     }
     Ok(n)
 }
@@ -677,31 +580,21 @@ mod tests {
             deleted: false,
             remote_version: v,
             updated_at: "2024-05-01T12:00:00.000Z".into(),
-            hlc: Hlc {
-                physical_ms: 1_700_000_000_000,
-                counter: 3,
-                instance: "inst-a".into(),
-            },
+            hlc: Hlc { physical_ms: 1_700_000_000_000, counter: 3, instance: "inst-a".into() },
         }
     }
 
     /// A remote at version 1 holding rows a, b, c, as bytes.
     fn sample() -> Vec<u8> {
         let mut db = RemoteDb::create("epoch-1").unwrap();
-        db.commit(
-            &[row("a", 1), row("b", 1), row("c", 1)],
-            1,
-            "2024-05-01T12:00:00.000Z",
-        )
-        .unwrap();
+        db.commit(&[row("a", 1), row("b", 1), row("c", 1)], 1, "2024-05-01T12:00:00.000Z").unwrap();
         db.to_bytes().unwrap()
     }
 
     /// Runs `sql` on a raw copy of `bytes`, the way a buggy or hostile writer would.
     fn tamper(bytes: &[u8], sql: &str) -> Vec<u8> {
         let mut c = Connection::open_in_memory().unwrap();
-        c.deserialize_read_exact(MAIN_DB, bytes, bytes.len(), false)
-            .unwrap();
+        c.deserialize_read_exact(MAIN_DB, bytes, bytes.len(), false).unwrap();
         c.execute_batch(sql).unwrap();
         c.serialize(MAIN_DB).unwrap().to_vec()
     }
@@ -715,10 +608,7 @@ mod tests {
             Err(RemoteDbError::WrongSchema(msg)) => {
                 assert!(msg.contains(needle), "{msg:?} lacks {needle:?}")
             }
-            other => panic!(
-                "expected WrongSchema({needle}), got {:?}",
-                other.map(|d| d.version())
-            ),
+            other => panic!("expected WrongSchema({needle}), got {:?}", other.map(|d| d.version())),
         }
     }
 
@@ -727,20 +617,14 @@ mod tests {
         let err = db.rows(&ids(&[stable_id])).unwrap_err();
         let msg = err.to_string();
         match err {
-            RemoteDbError::InvalidRow {
-                stable_id: id,
-                source,
-            } => {
+            RemoteDbError::InvalidRow { stable_id: id, source } => {
                 assert_eq!((id.as_str(), source.field.as_str()), (stable_id, field));
                 assert!(msg.contains(stable_id) && msg.contains(field), "{msg}");
             }
             other => panic!("expected InvalidRow for {field}, got {other:?}"),
         }
         // The bulk read refuses the same row.
-        assert!(matches!(
-            db.rows_changed_since(0),
-            Err(RemoteDbError::InvalidRow { .. })
-        ));
+        assert!(matches!(db.rows_changed_since(0), Err(RemoteDbError::InvalidRow { .. })));
     }
 
     #[test]
@@ -758,37 +642,22 @@ mod tests {
         assert_eq!((back.version(), back.epoch()), (1, "epoch-1"));
         assert_eq!(back.rows(&ids(&["a", "b"])).unwrap(), written);
         assert_eq!(back.rows_changed_since(0).unwrap(), written);
-        assert_eq!(
-            back.stats().unwrap(),
-            RemoteDbStats {
-                live: 1,
-                tombstones: 1
-            }
-        );
+        assert_eq!(back.stats().unwrap(), RemoteDbStats { live: 1, tombstones: 1 });
         let versions = back.row_versions().unwrap();
-        assert_eq!(
-            versions,
-            HashMap::from([("a".to_string(), 1), ("b".to_string(), 1)])
-        );
+        assert_eq!(versions, HashMap::from([("a".to_string(), 1), ("b".to_string(), 1)]));
     }
 
     #[test]
     fn commit_rolls_back_entirely_when_a_row_fails_a_constraint() {
         // A seed-style unique index on the content hash: the second row collides.
-        let bytes = tamper(
-            &sample(),
-            "CREATE UNIQUE INDEX uniq_id ON file_metadata(id);",
-        );
+        let bytes = tamper(&sample(), "CREATE UNIQUE INDEX uniq_id ON file_metadata(id);");
         let mut db = RemoteDb::from_bytes(&bytes).unwrap();
         let mut changed = row("a", 2);
         changed.meta.label = Some("new".into());
         let mut clash = row("d", 2);
         clash.id = row("b", 1).id;
         let err = db.commit(&[changed, clash], 2, "now").unwrap_err();
-        assert!(
-            matches!(err, RemoteDbError::Sqlite(ref m) if m.contains("UNIQUE")),
-            "{err:?}"
-        );
+        assert!(matches!(err, RemoteDbError::Sqlite(ref m) if m.contains("UNIQUE")), "{err:?}");
         assert_eq!(db.version(), 1);
         let reopened = RemoteDb::from_bytes(&db.to_bytes().unwrap()).unwrap();
         assert_eq!(reopened.version(), 1);
@@ -799,41 +668,24 @@ mod tests {
     fn commit_checks_its_preconditions_before_writing() {
         let mut db = RemoteDb::from_bytes(&sample()).unwrap();
         let before = db.to_bytes().unwrap();
-        assert!(matches!(
-            db.commit(&[row("d", 1)], 1, "now"),
-            Err(RemoteDbError::Sqlite(_))
-        ));
+        assert!(matches!(db.commit(&[row("d", 1)], 1, "now"), Err(RemoteDbError::Sqlite(_))));
         match db.commit(&[row("d", 2), row("e", 3)], 2, "now") {
             Err(RemoteDbError::InvalidRow { stable_id, source }) => {
-                assert_eq!(
-                    (stable_id.as_str(), source.field.as_str()),
-                    ("e", "remote_version")
-                );
+                assert_eq!((stable_id.as_str(), source.field.as_str()), ("e", "remote_version"));
             }
             other => panic!("{other:?}"),
         }
         let mut bad = row("f", 2);
         bad.meta.file_type = "../x".into();
-        assert!(matches!(
-            db.commit(&[bad], 2, "now"),
-            Err(RemoteDbError::InvalidRow { .. })
-        ));
+        assert!(matches!(db.commit(&[bad], 2, "now"), Err(RemoteDbError::InvalidRow { .. })));
         assert_eq!(db.version(), 1);
         assert_eq!(db.to_bytes().unwrap(), before);
     }
 
     #[test]
     fn bytes_that_are_not_sqlite_are_refused() {
-        for bytes in [
-            &b""[..],
-            b"SQLite format 3\0",
-            &[0u8; 4096],
-            &b"PK\x03\x04".repeat(100),
-        ] {
-            assert!(matches!(
-                RemoteDb::from_bytes(bytes),
-                Err(RemoteDbError::NotSqlite)
-            ));
+        for bytes in [&b""[..], b"SQLite format 3\0", &[0u8; 4096], &b"PK\x03\x04".repeat(100)] {
+            assert!(matches!(RemoteDb::from_bytes(bytes), Err(RemoteDbError::NotSqlite)));
         }
     }
 
@@ -842,10 +694,7 @@ mod tests {
         let good = sample();
         // Every cut: page boundaries, mid-page, and one byte short.
         let pages = (4096..good.len()).step_by(4096);
-        let cuts = (100..good.len())
-            .step_by(509)
-            .chain(pages)
-            .chain([good.len() - 1]);
+        let cuts = (100..good.len()).step_by(509).chain(pages).chain([good.len() - 1]);
         for cut in cuts {
             let r = RemoteDb::from_bytes(&good[..cut]);
             assert!(matches!(r, Err(RemoteDbError::Corrupt(_))), "cut {cut}");
@@ -859,23 +708,13 @@ mod tests {
     #[test]
     fn a_database_with_another_schema_is_wrong_schema() {
         let mut c = Connection::open_in_memory().unwrap();
-        c.execute_batch("CREATE TABLE files (x TEXT); INSERT INTO files VALUES ('y');")
-            .unwrap();
+        c.execute_batch("CREATE TABLE files (x TEXT); INSERT INTO files VALUES ('y');").unwrap();
         assert_wrong_schema(&c.serialize(MAIN_DB).unwrap(), "file_metadata is missing");
         let good = sample();
-        assert_wrong_schema(
-            &tamper(&good, "ALTER TABLE file_metadata DROP COLUMN hlc;"),
-            "no column hlc",
-        );
-        assert_wrong_schema(
-            &tamper(&good, "DELETE FROM sync_metadata WHERE key = 'epoch';"),
-            "no epoch",
-        );
+        assert_wrong_schema(&tamper(&good, "ALTER TABLE file_metadata DROP COLUMN hlc;"), "no column hlc");
+        assert_wrong_schema(&tamper(&good, "DELETE FROM sync_metadata WHERE key = 'epoch';"), "no epoch");
         let set = |k: &str, v: &str| {
-            tamper(
-                &good,
-                &format!("UPDATE sync_metadata SET value = '{v}' WHERE key = '{k}'"),
-            )
+            tamper(&good, &format!("UPDATE sync_metadata SET value = '{v}' WHERE key = '{k}'"))
         };
         assert_wrong_schema(&set("version", "-1"), "version");
         assert_wrong_schema(&set("version", "+1"), "version");
@@ -897,33 +736,22 @@ mod tests {
     #[test]
     fn triggers_views_and_virtual_tables_are_refused() {
         let good = sample();
-        let trigger =
-            "CREATE TRIGGER t AFTER UPDATE ON file_metadata BEGIN DELETE FROM file_metadata; END;";
+        let trigger = "CREATE TRIGGER t AFTER UPDATE ON file_metadata BEGIN DELETE FROM file_metadata; END;";
         assert_wrong_schema(&tamper(&good, trigger), "trigger \"t\"");
         assert_wrong_schema(&tamper(&good, "CREATE VIEW v AS SELECT 1;"), "view \"v\"");
-        assert_wrong_schema(
-            &tamper(&good, "CREATE VIRTUAL TABLE vt USING fts5(x);"),
-            "vt",
-        );
+        assert_wrong_schema(&tamper(&good, "CREATE VIRTUAL TABLE vt USING fts5(x);"), "vt");
     }
 
     #[test]
     fn hostile_rows_are_refused_naming_row_and_field() {
         let good = sample();
         let set = |col: &str, expr: &str| {
-            tamper(
-                &good,
-                &format!("UPDATE file_metadata SET {col} = {expr} WHERE stable_id = 'b'"),
-            )
+            tamper(&good, &format!("UPDATE file_metadata SET {col} = {expr} WHERE stable_id = 'b'"))
         };
         assert_invalid_row(&set("file_type", "'../../etc'"), "b", "file_type");
         assert_invalid_row(&set("id", "'not-a-hash'"), "b", "id");
         assert_invalid_row(&set("doc_metadata", "'{not json'"), "b", "doc_metadata");
-        assert_invalid_row(
-            &set("label", "hex(zeroblob(5 * 1024 * 1024))"),
-            "b",
-            "label",
-        );
+        assert_invalid_row(&set("label", "hex(zeroblob(5 * 1024 * 1024))"), "b", "label");
         assert_invalid_row(&set("file_size", "x'00ff'"), "b", "file_size");
         assert_invalid_row(&set("filename", "x'ff'"), "b", "filename");
         assert_invalid_row(&set("hlc", "'yesterday'"), "b", "hlc");
@@ -932,31 +760,17 @@ mod tests {
         // Rows the caller did not ask for stay unread, so they cannot fail.
         let db = RemoteDb::from_bytes(&set("file_type", "'../x'")).unwrap();
         assert_eq!(db.rows(&ids(&["a"])).unwrap(), vec![row("a", 1)]);
-        let bad_id = tamper(
-            &good,
-            "UPDATE file_metadata SET stable_id = '../up' WHERE stable_id = 'b'",
-        );
-        assert!(
-            matches!(RemoteDb::from_bytes(&bad_id).unwrap().row_versions(),
-            Err(RemoteDbError::InvalidRow { stable_id, .. }) if stable_id == "../up")
-        );
+        let bad_id = tamper(&good, "UPDATE file_metadata SET stable_id = '../up' WHERE stable_id = 'b'");
+        assert!(matches!(RemoteDb::from_bytes(&bad_id).unwrap().row_versions(),
+            Err(RemoteDbError::InvalidRow { stable_id, .. }) if stable_id == "../up"));
     }
 
     #[test]
     fn a_row_newer_than_the_database_is_wrong_schema() {
         let good = sample();
-        let newer = tamper(
-            &good,
-            "UPDATE file_metadata SET remote_version = 7 WHERE stable_id = 'c'",
-        );
-        assert_wrong_schema(
-            &newer,
-            "row \"c\" has remote_version 7 > database version 1",
-        );
-        let text = tamper(
-            &good,
-            "UPDATE file_metadata SET remote_version = 'abc' WHERE stable_id = 'a'",
-        );
+        let newer = tamper(&good, "UPDATE file_metadata SET remote_version = 7 WHERE stable_id = 'c'");
+        assert_wrong_schema(&newer, "row \"c\" has remote_version 7 > database version 1");
+        let text = tamper(&good, "UPDATE file_metadata SET remote_version = 'abc' WHERE stable_id = 'a'");
         assert_wrong_schema(&text, "row \"a\" has a non-integer remote_version");
     }
 
@@ -966,34 +780,18 @@ mod tests {
         let mut db = RemoteDb::from_bytes(&tamper(&sample(), sql)).unwrap();
         let mut changed = row("a", 2);
         changed.meta.label = Some("edited".into());
-        db.commit(&[changed.clone(), row("d", 2)], 2, "now")
-            .unwrap();
+        db.commit(&[changed.clone(), row("d", 2)], 2, "now").unwrap();
         let bytes = db.to_bytes().unwrap();
-        assert_eq!(
-            RemoteDb::from_bytes(&bytes)
-                .unwrap()
-                .rows(&ids(&["a"]))
-                .unwrap(),
-            vec![changed]
-        );
+        assert_eq!(RemoteDb::from_bytes(&bytes).unwrap().rows(&ids(&["a"])).unwrap(), vec![changed]);
         let mut c = Connection::open_in_memory().unwrap();
-        c.deserialize_read_exact(MAIN_DB, &bytes[..], bytes.len(), false)
-            .unwrap();
+        c.deserialize_read_exact(MAIN_DB, &bytes[..], bytes.len(), false).unwrap();
         let extra = |id: &str| -> Option<String> {
-            c.query_row(
-                "SELECT app_extra FROM file_metadata WHERE stable_id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .unwrap()
+            c.query_row("SELECT app_extra FROM file_metadata WHERE stable_id = ?1", [id], |r| r.get(0))
+                .unwrap()
         };
         assert_eq!((extra("a"), extra("d")), (Some("keep".into()), None));
         let updated: String = c
-            .query_row(
-                "SELECT updated_at FROM sync_metadata WHERE key = 'version'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT updated_at FROM sync_metadata WHERE key = 'version'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(updated, "now");
     }
@@ -1004,9 +802,7 @@ mod tests {
         let got = db.rows(&ids(&["c", "a", "zz", "b", "a"])).unwrap();
         assert_eq!(got, vec![row("a", 1), row("b", 1), row("c", 1)]);
         let mut big = RemoteDb::create("e").unwrap();
-        let many: Vec<RemoteRow> = (0..CHUNK * 2 + 7)
-            .map(|i| row(&format!("r{i:05}"), 1))
-            .collect();
+        let many: Vec<RemoteRow> = (0..CHUNK * 2 + 7).map(|i| row(&format!("r{i:05}"), 1)).collect();
         big.commit(&many, 1, "now").unwrap();
         let mut wanted: Vec<String> = many.iter().map(|r| r.stable_id.clone()).collect();
         wanted.push("missing".into());
@@ -1019,10 +815,7 @@ mod tests {
         let mut db = RemoteDb::from_bytes(&sample()).unwrap();
         db.commit(&[row("b", 2)], 2, "now").unwrap();
         db.commit(&[row("d", 3)], 3, "now").unwrap();
-        assert_eq!(
-            db.rows_changed_since(1).unwrap(),
-            vec![row("b", 2), row("d", 3)]
-        );
+        assert_eq!(db.rows_changed_since(1).unwrap(), vec![row("b", 2), row("d", 3)]);
         assert_eq!(db.rows_changed_since(2).unwrap(), vec![row("d", 3)]);
         assert!(db.rows_changed_since(3).unwrap().is_empty());
         assert_eq!(db.rows_changed_since(0).unwrap().len(), 4);
@@ -1035,30 +828,15 @@ mod tests {
         let db = RemoteDb::from_bytes(&tamper(&sample(), sql)).unwrap();
         let got = db.rows(&ids(&["a"])).unwrap().remove(0);
         assert_eq!(got.meta.doc_id_type, "doi");
-        assert_eq!(
-            (
-                got.meta.doc_collections.as_str(),
-                got.meta.doc_metadata.as_str()
-            ),
-            ("[]", "{}")
-        );
+        assert_eq!((got.meta.doc_collections.as_str(), got.meta.doc_metadata.as_str()), ("[]", "{}"));
         assert_eq!(got.meta.file_metadata, "{}");
         assert!(!got.meta.is_gold_standard && !got.deleted);
         assert_eq!(got.updated_at, "");
-        assert_eq!(
-            db.stats().unwrap(),
-            RemoteDbStats {
-                live: 3,
-                tombstones: 0
-            }
-        );
+        assert_eq!(db.stats().unwrap(), RemoteDbStats { live: 3, tombstones: 0 });
     }
 
     #[test]
     fn create_refuses_a_bad_epoch() {
-        assert!(matches!(
-            RemoteDb::create("../e"),
-            Err(RemoteDbError::WrongSchema(_))
-        ));
+        assert!(matches!(RemoteDb::create("../e"), Err(RemoteDbError::WrongSchema(_))));
     }
 }

@@ -4,7 +4,7 @@
 //! sync carries it out through the ordinary three-way compare. That keeps one
 //! code path for everything that touches the remote.
 
-use crate::api::{ConflictInfo, ResolutionKind, Resolution, ResolveOutcome, StatusReport, SyncError};
+use crate::api::{ConflictInfo, Resolution, ResolutionKind, ResolveOutcome, StatusReport, SyncError};
 use crate::local_state::{self, META_RESYNC};
 use crate::model::{ConflictRecord, LocalRow, SyncStatus, TEXT_FIELD_BYTES_MAX};
 use crate::ports::{Io, LocalCommit, RowWrite};
@@ -61,7 +61,8 @@ fn conflict_info(row: &LocalRow) -> Option<ConflictInfo> {
 /// Records a resolution (SPEC §4); the next sync carries it out.
 pub fn resolve(io: &mut Io<'_>, resolution: &Resolution) -> Result<ResolveOutcome, SyncError> {
     let id = &resolution.stable_id;
-    let row = io.local.rows(std::slice::from_ref(id))?.pop().ok_or_else(|| SyncError::NotFound(id.clone()))?;
+    let row =
+        io.local.rows(std::slice::from_ref(id))?.pop().ok_or_else(|| SyncError::NotFound(id.clone()))?;
     let record = match (&row.sync_status, &row.conflict) {
         (SyncStatus::Conflict, Some(c)) => c.clone(),
         _ => return Err(SyncError::NotInConflict(id.clone())),
@@ -127,7 +128,12 @@ fn take_remote(row: &LocalRow, record: &ConflictRecord) -> RowWrite {
 }
 
 /// Keep both: the local content becomes a new logical file.
-fn copy_as_new_file(io: &mut Io<'_>, row: &LocalRow, variant: &str, now_ms: i64) -> Result<RowWrite, SyncError> {
+fn copy_as_new_file(
+    io: &mut Io<'_>,
+    row: &LocalRow,
+    variant: &str,
+    now_ms: i64,
+) -> Result<RowWrite, SyncError> {
     if row.deleted {
         return Err(SyncError::Invalid(format!(
             "keep_both needs local content, but {} is deleted locally; use local_wins or remote_wins",

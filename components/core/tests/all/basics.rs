@@ -54,7 +54,9 @@ fn status_and_sync_fail_when_the_remote_is_unreachable() {
     let mut a = net.node("a", 0);
     a.sync();
     for i in 0..10 {
-        a.client.inner.inject(a.client.inner.ops() + i, Fault::Fail(RemoteError::Unavailable("refused".into())));
+        a.client
+            .inner
+            .inject(a.client.inner.ops() + i, Fault::Fail(RemoteError::Unavailable("refused".into())));
     }
     let err = status(&mut a.io(), 2).unwrap_err();
     assert!(matches!(err, SyncError::Remote(RemoteError::Unavailable(_))), "{err:?}");

@@ -33,6 +33,11 @@ impl Net {
         Net { world, remote, next_seed: 1 }
     }
 
+    /// A second handle on an existing world (for hooks that act as another party).
+    pub fn from_parts(remote: MemRemote, world: WorldClock) -> Net {
+        Net { world, remote, next_seed: 1_000 }
+    }
+
     pub fn strict() -> Net {
         Net::new(ServerProfile::Strict)
     }
@@ -45,7 +50,11 @@ impl Net {
         Node {
             name: name.to_owned(),
             store: AppStore::new(MemStore::new()),
-            blobs: SlowBlobs { inner: MemBlobs::new(files.clone(), client.clone()), world: self.world.clone(), delay_ms: 0 },
+            blobs: SlowBlobs {
+                inner: MemBlobs::new(files.clone(), client.clone()),
+                world: self.world.clone(),
+                delay_ms: 0,
+            },
             files,
             client: Hooked::new(client),
             clock: SimClock::new(self.world.clone(), skew_ms),
@@ -70,7 +79,10 @@ impl Net {
     }
 
     pub fn remote_row(&self, id: &str) -> RemoteRow {
-        self.remote_rows().into_iter().find(|r| r.stable_id == id).unwrap_or_else(|| panic!("no remote row {id}"))
+        self.remote_rows()
+            .into_iter()
+            .find(|r| r.stable_id == id)
+            .unwrap_or_else(|| panic!("no remote row {id}"))
     }
 
     pub fn version_txt(&self) -> Option<i64> {
@@ -217,11 +229,14 @@ pub fn assert_converged(net: &Net, nodes: &[&Node]) {
     }
 }
 
+/// An edit the app makes while a sync runs.
+pub type AppEdit = Box<dyn FnOnce(&mut MemStore)>;
+
 /// The app's store, with a hook that lets the "app" write while a sync runs
 /// (just before the sync's local transaction).
 pub struct AppStore {
     pub inner: MemStore,
-    pub before_apply: Option<Box<dyn FnOnce(&mut MemStore)>>,
+    pub before_apply: Option<AppEdit>,
 }
 
 impl AppStore {

@@ -147,7 +147,10 @@ fn a_long_sync_renews_its_lease_and_keeps_others_out() {
     let puts = net.remote.op_log().iter().filter(|l| *l == &format!("PUT {LEASE_FILE}")).count();
     assert!(puts >= 3, "lease written once and renewed at least twice, got {puts}");
     let b_err = b_result.borrow_mut().take().unwrap().unwrap_err();
-    assert!(matches!(b_err, SyncError::LockHeld { ref holder, .. } if holder.contains("a-host")), "{b_err:?}");
+    assert!(
+        matches!(b_err, SyncError::LockHeld { ref holder, .. } if holder.contains("a-host")),
+        "{b_err:?}"
+    );
     let mut b = b.borrow_mut();
     b.sync();
     a.sync();

@@ -2,5 +2,7 @@
 //! in-memory WebDAV server, one test binary with a module per area.
 
 mod basics;
+mod conflicts;
+mod faults;
 mod harness;
 mod lock;
