@@ -6,6 +6,9 @@
 setup:
 	@scripts/setup.sh
 
+demo: setup
+	@scripts/demo.sh
+
 test: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings

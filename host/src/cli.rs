@@ -1,0 +1,465 @@
+//! The `davsync` command line. Exit status: 0 on success (conflicts are
+//! reported, not failures), 1 on error with a one-line cause on stderr, 2 on
+//! usage errors.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use davsync_core::model::{FileMeta, LocalRow};
+use davsync_core::{Resolution, ResolutionKind, SyncError, SyncOptions};
+use serde_json::{Value, json};
+
+use crate::engine::{EngineKind, Ports, Syncer};
+use crate::folder::{FileBlobs, FolderRemote};
+use crate::local_sqlite::SqliteStore;
+use crate::system::{BarProgress, LineProgress, OsRandom, SystemClock};
+
+/// Keeps a document app's files and metadata in sync through a WebDAV server.
+#[derive(Debug, Parser)]
+#[command(name = "davsync", version, about)]
+pub struct Cli {
+    /// The app's data folder (files live under `<data>/files/`).
+    #[arg(long, global = true, env = "DAVSYNC_DATA", default_value = "./davsync-data")]
+    pub data: PathBuf,
+    /// The app's database (default: `<data>/metadata.db`).
+    #[arg(long, global = true, env = "DAVSYNC_DB")]
+    pub db: Option<PathBuf>,
+    /// The remote: a local folder path (WebDAV URLs come with the WebDAV transport).
+    #[arg(long, global = true, env = "DAVSYNC_REMOTE", default_value = "./davsync-remote")]
+    pub remote: String,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Run the core natively instead of the WebAssembly component (for
+    /// benchmarks and diagnosis).
+    #[arg(long, global = true, value_enum, default_value = "component", hide = true)]
+    pub engine: EngineKind,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data folder, the database and the remote folder.
+    Init,
+    /// Add a file; prints its new stable_id.
+    Add {
+        /// The file to add.
+        file: PathBuf,
+        /// Document id (e.g. a DOI).
+        #[arg(long)]
+        doc_id: String,
+        /// File type: pdf, tei, rng, or another [a-z0-9]{1,16}; default from the file name.
+        #[arg(long = "type")]
+        file_type: Option<String>,
+        /// Label.
+        #[arg(long)]
+        label: Option<String>,
+        /// Variant.
+        #[arg(long)]
+        variant: Option<String>,
+        /// Collection (repeatable).
+        #[arg(long = "collection")]
+        collections: Vec<String>,
+    },
+    /// Replace a file's content: new hash, same stable_id.
+    Edit {
+        /// The file's stable_id.
+        stable_id: String,
+        /// The new content.
+        file: PathBuf,
+    },
+    /// Change a file's metadata.
+    Set {
+        /// The file's stable_id.
+        stable_id: String,
+        /// New label.
+        #[arg(long)]
+        label: Option<String>,
+        /// New variant.
+        #[arg(long)]
+        variant: Option<String>,
+        /// New collections, comma-separated (empty string: none).
+        #[arg(long)]
+        collections: Option<String>,
+        /// New document metadata (a JSON object).
+        #[arg(long)]
+        doc_meta: Option<String>,
+        /// New file metadata (a JSON object).
+        #[arg(long)]
+        file_meta: Option<String>,
+    },
+    /// Delete a file (the deletion syncs as a tombstone).
+    Rm {
+        /// The file's stable_id.
+        stable_id: String,
+    },
+    /// List files.
+    Ls,
+    /// Is a sync needed? (O(1): one COUNT, one request.)
+    Status,
+    /// Sync with the remote.
+    Sync {
+        /// Sync even if nothing seems changed, and allow a mass deletion.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List recorded conflicts.
+    Conflicts,
+    /// Resolve a conflict; the next sync carries it out.
+    Resolve {
+        /// The conflicted file.
+        stable_id: String,
+        /// Which side wins.
+        #[arg(value_enum)]
+        resolution: ResolutionArg,
+        /// Variant name of the copy, for keep-both.
+        #[arg(long)]
+        variant: Option<String>,
+    },
+}
+
+/// How to resolve a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResolutionArg {
+    /// Keep the local version.
+    Local,
+    /// Take the remote version.
+    Remote,
+    /// Keep local content as a new file; the original takes the remote version.
+    KeepBoth,
+}
+
+/// Parses the arguments and runs; prints errors as one line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("davsync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where everything lives.
+#[derive(Debug, Clone)]
+struct Paths {
+    data: PathBuf,
+    db: PathBuf,
+    remote: PathBuf,
+}
+
+impl Paths {
+    fn of(cli: &Cli) -> Result<Paths> {
+        if cli.remote.contains("://") {
+            bail!(
+                "remote {:?} is a URL; this build syncs with a local folder remote only \
+                 (the WebDAV transport is not in this build yet)",
+                cli.remote
+            );
+        }
+        let db = cli.db.clone().unwrap_or_else(|| cli.data.join("metadata.db"));
+        Ok(Paths { data: cli.data.clone(), db, remote: PathBuf::from(&cli.remote) })
+    }
+}
+
+fn open_store(paths: &Paths) -> Result<SqliteStore> {
+    SqliteStore::open(&paths.db, &paths.data)
+}
+
+/// Builds the engine over the real adapters.
+fn syncer(cli: &Cli, paths: &Paths) -> Result<Syncer> {
+    let store = open_store(paths)?;
+    std::fs::create_dir_all(&paths.remote)
+        .with_context(|| format!("creating the remote folder {}", paths.remote.display()))?;
+    let remote = FolderRemote::new(&paths.remote)?;
+    let blobs = FileBlobs::new(store.files_dir().to_path_buf(), remote.clone());
+    let progress: Box<dyn davsync_core::ports::Progress> = if std::io::stderr().is_terminal() && !cli.json {
+        Box::new(BarProgress::new())
+    } else {
+        Box::new(LineProgress)
+    };
+    let ports = Ports {
+        local: Box::new(store),
+        remote: Box::new(remote),
+        blobs: Box::new(blobs),
+        clock: Box::new(SystemClock),
+        random: Box::new(OsRandom),
+        progress,
+    };
+    Syncer::new(cli.engine, ports, crate::component::default_cache_dir().as_deref())
+}
+
+fn sync_options() -> SyncOptions {
+    let host_name = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    SyncOptions { host_name, ..SyncOptions::default() }
+}
+
+/// A typed engine answer as an error that reads like a sentence.
+fn engine_answer<T>(r: Result<Result<T, SyncError>>) -> Result<T> {
+    r?.map_err(anyhow::Error::new)
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let paths = Paths::of(cli)?;
+    match &cli.command {
+        Command::Init => init(cli, &paths),
+        Command::Add { file, doc_id, file_type, label, variant, collections } => {
+            let meta = new_meta(file, doc_id, file_type.as_deref(), label, variant, collections)?;
+            let row = open_store(&paths)?.add_file(file, meta, None)?;
+            print_row_result(cli, &row, &row.stable_id)
+        }
+        Command::Edit { stable_id, file } => {
+            let row = open_store(&paths)?.replace_content(stable_id, file)?;
+            print_row_result(cli, &row, &format!("{} now has content {}", row.stable_id, row.id))
+        }
+        Command::Set { stable_id, label, variant, collections, doc_meta, file_meta } => {
+            let collections = collections.as_deref().map(collections_json);
+            let row = open_store(&paths)?.set_meta(stable_id, |m| {
+                if let Some(l) = label {
+                    m.label = Some(l.clone());
+                }
+                if let Some(v) = variant {
+                    m.variant = Some(v.clone());
+                }
+                if let Some(c) = collections {
+                    m.doc_collections = c;
+                }
+                if let Some(d) = doc_meta {
+                    m.doc_metadata = d.clone();
+                }
+                if let Some(f) = file_meta {
+                    m.file_metadata = f.clone();
+                }
+            })?;
+            print_row_result(cli, &row, &format!("{} updated", row.stable_id))
+        }
+        Command::Rm { stable_id } => {
+            let row = open_store(&paths)?.delete(stable_id)?;
+            print_row_result(cli, &row, &format!("{} deleted", row.stable_id))
+        }
+        Command::Ls => ls(cli, &paths),
+        Command::Status => {
+            let report = engine_answer(syncer(cli, &paths)?.status(sync_options().remote_retries_max))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let remote = report.remote_version.map_or("none".to_owned(), |v| v.to_string());
+                let local = report.local_version.map_or("never synced".to_owned(), |v| v.to_string());
+                let verdict = if report.needs_sync { "sync needed" } else { "in sync" };
+                println!(
+                    "{verdict}: {} unsynced, local version {local}, remote version {remote}",
+                    report.unsynced_count
+                );
+            }
+            Ok(())
+        }
+        Command::Sync { force } => {
+            let opts = SyncOptions { force: *force, ..sync_options() };
+            let summary = engine_answer(syncer(cli, &paths)?.sync(&opts))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else if summary.skipped {
+                println!("already in sync (version {})", summary.new_version);
+            } else {
+                println!(
+                    "synced to version {}: {} uploaded, {} downloaded, {} deleted here, {} deleted remotely, \
+                     {} metadata, {} conflicts, {} errors ({} ms)",
+                    summary.new_version,
+                    summary.uploaded,
+                    summary.downloaded,
+                    summary.deleted_local,
+                    summary.deleted_remote,
+                    summary.metadata_synced,
+                    summary.conflicts,
+                    summary.errors,
+                    summary.duration_ms
+                );
+                for e in &summary.file_errors {
+                    println!("  {}: {}", e.stable_id, e.message);
+                }
+                if summary.epoch_changed {
+                    println!(
+                        "note: the remote is not the one last synced with; nothing was deleted because of it"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Conflicts => {
+            let list = engine_answer(syncer(cli, &paths)?.conflicts())?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no conflicts");
+            } else {
+                for c in &list {
+                    println!("{}  {}  {}  {}", c.stable_id, c.kind.as_str(), c.filename, c.doc_id);
+                }
+            }
+            Ok(())
+        }
+        Command::Resolve { stable_id, resolution, variant } => {
+            let kind = match (resolution, variant) {
+                (ResolutionArg::Local, _) => ResolutionKind::LocalWins,
+                (ResolutionArg::Remote, _) => ResolutionKind::RemoteWins,
+                (ResolutionArg::KeepBoth, Some(v)) => ResolutionKind::KeepBoth { variant: v.clone() },
+                (ResolutionArg::KeepBoth, None) => bail!("keep-both needs --variant NAME for the copy"),
+            };
+            let res = Resolution { stable_id: stable_id.clone(), kind };
+            let outcome = engine_answer(syncer(cli, &paths)?.resolve(&res))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else {
+                println!("{}: {}", outcome.stable_id, outcome.message);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init(cli: &Cli, paths: &Paths) -> Result<()> {
+    open_store(paths)?;
+    std::fs::create_dir_all(&paths.remote)
+        .with_context(|| format!("creating the remote folder {}", paths.remote.display()))?;
+    if cli.json {
+        println!("{}", json!({"data": paths.data, "db": paths.db, "remote": paths.remote}));
+    } else {
+        println!(
+            "data {}, database {}, remote {}",
+            paths.data.display(),
+            paths.db.display(),
+            paths.remote.display()
+        );
+    }
+    Ok(())
+}
+
+fn ls(cli: &Cli, paths: &Paths) -> Result<()> {
+    let rows = open_store(paths)?.list()?;
+    if cli.json {
+        let list: Vec<Value> = rows.iter().map(row_json).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    for r in &rows {
+        let label = r.meta.label.as_deref().unwrap_or("");
+        let gone = if r.deleted { " (deleted)" } else { "" };
+        println!(
+            "{}  {:<15}  {}  {}  {}{gone}",
+            r.stable_id,
+            r.sync_status.as_str(),
+            &r.id.as_str()[..12],
+            r.meta.filename,
+            label
+        );
+    }
+    Ok(())
+}
+
+/// One file as JSON: identity, state, and every metadata field (JSON columns
+/// as JSON values).
+pub fn row_json(r: &LocalRow) -> Value {
+    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_owned()));
+    json!({
+        "stable_id": r.stable_id,
+        "id": r.id.as_str(),
+        "sync_status": r.sync_status.as_str(),
+        "deleted": r.deleted,
+        "remote_version": r.remote_version,
+        "filename": r.meta.filename,
+        "doc_id": r.meta.doc_id,
+        "doc_id_type": r.meta.doc_id_type,
+        "file_type": r.meta.file_type,
+        "mime_type": r.meta.mime_type,
+        "file_size": r.meta.file_size,
+        "label": r.meta.label,
+        "variant": r.meta.variant,
+        "version": r.meta.version,
+        "is_gold_standard": r.meta.is_gold_standard,
+        "doc_collections": parse(&r.meta.doc_collections),
+        "doc_metadata": parse(&r.meta.doc_metadata),
+        "file_metadata": parse(&r.meta.file_metadata),
+    })
+}
+
+fn print_row_result(cli: &Cli, row: &LocalRow, text: &str) -> Result<()> {
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&row_json(row))?);
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+fn collections_json(list: &str) -> String {
+    let names: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    serde_json::to_string(&names).expect("strings serialize")
+}
+
+/// Guesses the file type from the name: `x.pdf` → pdf, `x.tei.xml`/`x.xml` →
+/// tei, `x.rng` → rng.
+fn guess_type(file: &Path) -> Option<String> {
+    let name = file.file_name()?.to_str()?.to_ascii_lowercase();
+    let t = if name.ends_with(".pdf") {
+        "pdf"
+    } else if name.ends_with(".xml") {
+        "tei"
+    } else if name.ends_with(".rng") {
+        "rng"
+    } else {
+        return None;
+    };
+    Some(t.to_owned())
+}
+
+fn mime_for(file_type: &str) -> Option<String> {
+    let m = match file_type {
+        "pdf" => "application/pdf",
+        "tei" => "application/tei+xml",
+        "rng" => "application/xml",
+        _ => return None,
+    };
+    Some(m.to_owned())
+}
+
+fn new_meta(
+    file: &Path,
+    doc_id: &str,
+    file_type: Option<&str>,
+    label: &Option<String>,
+    variant: &Option<String>,
+    collections: &[String],
+) -> Result<FileMeta> {
+    let file_type = match file_type.map(str::to_owned).or_else(|| guess_type(file)) {
+        Some(t) => t,
+        None => bail!("cannot tell the type of {}: pass --type", file.display()),
+    };
+    let filename = file.file_name().and_then(|n| n.to_str()).unwrap_or("file").to_owned();
+    let meta = FileMeta {
+        filename,
+        doc_id: doc_id.to_owned(),
+        doc_id_type: "doi".to_owned(),
+        mime_type: mime_for(&file_type),
+        file_type,
+        label: label.clone(),
+        variant: variant.clone(),
+        version: Some(1),
+        doc_collections: serde_json::to_string(collections)?,
+        doc_metadata: "{}".to_owned(),
+        file_metadata: "{}".to_owned(),
+        ..FileMeta::default()
+    };
+    meta.validate().context("invalid metadata")?;
+    Ok(meta)
+}

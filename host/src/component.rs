@@ -1,0 +1,297 @@
+//! The sync engine as a WebAssembly component, run by wasmtime.
+//!
+//! The component (built by `build.rs` from `components/sync`) imports only the
+//! `davsync:sync` interfaces; this module implements them by delegating to the
+//! same port traits the native core uses, so [`crate::engine::Ports`] serve
+//! both engines. Compilation happens once: the compiled artifact is cached on
+//! disk, keyed by the component's bytes and wasmtime's compatibility hash
+//! (version + engine configuration), and imports are resolved once through an
+//! `InstancePre`.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store};
+
+use crate::engine::Ports;
+use crate::wit_convert as conv;
+
+/// Generated from `wit/davsync.wit`; documented there.
+mod bindings {
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        world: "sync-engine",
+        path: "../wit",
+    });
+}
+
+pub(crate) use bindings::davsync::sync as imports;
+pub(crate) use bindings::exports::davsync::sync::engine as wit_engine;
+pub(crate) use bindings::{SyncEngine, SyncEnginePre};
+
+/// The component's bytes, built by `build.rs`.
+pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("DAVSYNC_COMPONENT_WASM"));
+
+/// A compiled, linked component, ready to instantiate (cheaply) per call.
+pub struct ComponentEngine {
+    engine: Engine,
+    pre: SyncEnginePre<HostState>,
+}
+
+impl std::fmt::Debug for ComponentEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentEngine").finish_non_exhaustive()
+    }
+}
+
+/// What the component's imports act on during one call.
+pub(crate) struct HostState {
+    pub(crate) ports: Ports,
+}
+
+impl ComponentEngine {
+    /// Compiles (or loads from `cache_dir`) the embedded component and links
+    /// the host's imports.
+    pub fn load(cache_dir: Option<&Path>) -> Result<ComponentEngine> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        let engine = wt(Engine::new(&config)).context("creating the wasmtime engine")?;
+        let component = load_or_compile(&engine, cache_dir)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wt(SyncEngine::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s))
+            .context("linking the host's imports")?;
+        let pre = wt(linker.instantiate_pre(&component)).context("resolving the component's imports")?;
+        let pre = wt(SyncEnginePre::new(pre)).context("checking the component's exports")?;
+        Ok(ComponentEngine { engine, pre })
+    }
+
+    /// Runs `call` against a fresh instance whose imports act on `ports`;
+    /// returns the ports afterwards (a trap never loses them).
+    pub(crate) fn with_instance<T>(
+        &self,
+        ports: Ports,
+        call: impl FnOnce(&mut Store<HostState>, &SyncEngine) -> wasmtime::Result<T>,
+    ) -> (Result<T>, Ports) {
+        let mut store = Store::new(&self.engine, HostState { ports });
+        let result = wt(self.pre.instantiate(&mut store))
+            .context("instantiating the sync component")
+            .and_then(|bindings| wt(call(&mut store, &bindings)).context("the sync component trapped"));
+        (result, store.into_data().ports)
+    }
+}
+
+/// wasmtime has its own error type; the host speaks anyhow.
+fn wt<T>(r: wasmtime::Result<T>) -> Result<T> {
+    r.map_err(anyhow::Error::from)
+}
+
+/// Where compiled components are cached by default.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("davsync"))
+}
+
+fn cache_key(engine: &Engine) -> String {
+    // `Engine::precompile_compatibility_hash` covers the wasmtime version and
+    // every engine setting that affects compiled code.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let mut digest = Sha256::new();
+    digest.update(COMPONENT_WASM);
+    digest.update(h.finish().to_le_bytes());
+    let d = digest.finalize();
+    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn load_or_compile(engine: &Engine, cache_dir: Option<&Path>) -> Result<Component> {
+    let Some(dir) = cache_dir else {
+        return wt(Component::from_binary(engine, COMPONENT_WASM)).context("compiling the sync component");
+    };
+    let path = dir.join(format!("sync-{}.cwasm", cache_key(engine)));
+    if path.is_file() {
+        match deserialize_cached(engine, &path) {
+            Ok(c) => return Ok(c),
+            Err(e) => tracing::warn!("ignoring unusable cached component {}: {e:#}", path.display()),
+        }
+    }
+    let component =
+        wt(Component::from_binary(engine, COMPONENT_WASM)).context("compiling the sync component")?;
+    if let Err(e) = store_cached(&component, dir, &path) {
+        tracing::warn!("could not cache the compiled component in {}: {e:#}", dir.display());
+    }
+    Ok(component)
+}
+
+#[allow(unsafe_code)]
+fn deserialize_cached(engine: &Engine, path: &Path) -> Result<Component> {
+    // SAFETY: wasmtime requires that the file is a trusted artifact of
+    // `Component::serialize` for this engine. We only load files we wrote
+    // ourselves, named by the hash of the component bytes and of the engine's
+    // compatibility hash, written atomically (temp file + rename).
+    wt(unsafe { Component::deserialize_file(engine, path) })
+}
+
+fn store_cached(component: &Component, dir: &Path, path: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = wt(component.serialize())?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The imports: each delegates to the core port it mirrors.
+// ---------------------------------------------------------------------------
+
+impl imports::types::Host for HostState {}
+
+impl imports::local_store::Host for HostState {
+    fn count_unsynced(&mut self) -> Result<u64, imports::local_store::LocalError> {
+        self.ports.local.count_unsynced().map_err(conv::local_error_out)
+    }
+
+    fn meta_get(&mut self, key: String) -> Result<Option<String>, imports::local_store::LocalError> {
+        self.ports.local.meta_get(&key).map_err(conv::local_error_out)
+    }
+
+    fn row_bases(&mut self) -> Result<Vec<imports::types::RowBase>, imports::local_store::LocalError> {
+        let bases = self.ports.local.row_bases().map_err(conv::local_error_out)?;
+        Ok(bases.into_iter().map(conv::row_base_out).collect())
+    }
+
+    fn rows(
+        &mut self,
+        ids: Vec<String>,
+    ) -> Result<Vec<imports::types::LocalRow>, imports::local_store::LocalError> {
+        let rows = self.ports.local.rows(&ids).map_err(conv::local_error_out)?;
+        Ok(rows.into_iter().map(conv::local_row_out).collect())
+    }
+
+    fn live_rows_with_content(&mut self, hash: String) -> Result<u64, imports::local_store::LocalError> {
+        let hash = conv::hash_in(&hash).map_err(conv::local_invalid)?;
+        self.ports.local.live_rows_with_content(&hash).map_err(conv::local_error_out)
+    }
+
+    fn apply(
+        &mut self,
+        commit: imports::local_store::LocalCommit,
+    ) -> Result<Vec<String>, imports::local_store::LocalError> {
+        let commit = conv::local_commit_in(commit).map_err(conv::local_invalid)?;
+        let outcome = self.ports.local.apply(&commit).map_err(conv::local_error_out)?;
+        Ok(outcome.skipped)
+    }
+}
+
+impl imports::remote::Host for HostState {
+    fn get(
+        &mut self,
+        path: String,
+        bytes_max: u64,
+    ) -> Result<imports::remote::Fetched, imports::remote::RemoteError> {
+        let f = self.ports.remote.get(&path, bytes_max).map_err(conv::remote_error_out)?;
+        Ok(imports::remote::Fetched { bytes: f.bytes, etag: f.etag })
+    }
+
+    fn put(
+        &mut self,
+        path: String,
+        bytes: Vec<u8>,
+        condition: imports::remote::Precondition,
+    ) -> Result<Option<String>, imports::remote::RemoteError> {
+        let condition = conv::precondition_in(condition);
+        self.ports.remote.put(&path, &bytes, &condition).map_err(conv::remote_error_out)
+    }
+
+    fn delete(&mut self, path: String) -> Result<(), imports::remote::RemoteError> {
+        self.ports.remote.delete(&path).map_err(conv::remote_error_out)
+    }
+
+    fn mkcol(&mut self, path: String) -> Result<(), imports::remote::RemoteError> {
+        self.ports.remote.mkcol(&path).map_err(conv::remote_error_out)
+    }
+
+    fn move_to(
+        &mut self,
+        from: String,
+        to: String,
+        overwrite: bool,
+    ) -> Result<(), imports::remote::RemoteError> {
+        self.ports.remote.move_to(&from, &to, overwrite).map_err(conv::remote_error_out)
+    }
+
+    fn stat(
+        &mut self,
+        path: String,
+    ) -> Result<Option<imports::remote::RemoteStat>, imports::remote::RemoteError> {
+        let stat = self.ports.remote.stat(&path).map_err(conv::remote_error_out)?;
+        Ok(stat.map(|s| imports::remote::RemoteStat {
+            size: s.size,
+            etag: s.etag,
+            modified_ms: s.modified_ms,
+            is_collection: s.is_collection,
+        }))
+    }
+
+    fn server_time_ms(&mut self) -> Option<i64> {
+        self.ports.remote.server_time_ms()
+    }
+}
+
+impl imports::blobs::Host for HostState {
+    fn local_has(&mut self, blob: imports::types::BlobRef) -> Result<bool, imports::blobs::BlobError> {
+        let blob = conv::blob_in(blob)?;
+        self.ports.blobs.local_has(&blob).map_err(conv::blob_error_out)
+    }
+
+    fn upload(
+        &mut self,
+        blob: imports::types::BlobRef,
+        path: String,
+    ) -> Result<(), imports::blobs::BlobError> {
+        let blob = conv::blob_in(blob)?;
+        self.ports.blobs.upload(&blob, &path).map_err(conv::blob_error_out)
+    }
+
+    fn download(
+        &mut self,
+        path: String,
+        blob: imports::types::BlobRef,
+        bytes_max: u64,
+    ) -> Result<(), imports::blobs::BlobError> {
+        let blob = conv::blob_in(blob)?;
+        self.ports.blobs.download(&path, &blob, bytes_max).map_err(conv::blob_error_out)
+    }
+
+    fn remove_local(&mut self, blob: imports::types::BlobRef) -> Result<(), imports::blobs::BlobError> {
+        let blob = conv::blob_in(blob)?;
+        self.ports.blobs.remove_local(&blob).map_err(conv::blob_error_out)
+    }
+}
+
+impl imports::clock::Host for HostState {
+    fn now_ms(&mut self) -> i64 {
+        self.ports.clock.now_ms()
+    }
+
+    fn sleep_ms(&mut self, ms: u64) {
+        self.ports.clock.sleep_ms(ms);
+    }
+}
+
+impl imports::random::Host for HostState {
+    fn next_u64(&mut self) -> u64 {
+        self.ports.random.next_u64()
+    }
+}
+
+impl imports::progress::Host for HostState {
+    fn report(&mut self, event: imports::progress::ProgressEvent) {
+        self.ports.progress.report(conv::progress_in(event));
+    }
+}

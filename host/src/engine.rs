@@ -1,0 +1,147 @@
+//! One interface over the two ways to run the sync: the WebAssembly component
+//! (the default) or the core compiled natively (for benchmarks and diagnosis).
+//! Both act on the same [`Ports`].
+
+use std::path::Path;
+
+use anyhow::Result;
+use davsync_core::ports::{BlobTransfer, Clock, Io, LocalStore, Progress, Random, RemoteTransport};
+use davsync_core::{
+    ConflictInfo, Resolution, ResolveOutcome, StatusReport, SyncError, SyncOptions, SyncSummary,
+};
+
+use crate::component::ComponentEngine;
+use crate::wit_convert as conv;
+
+/// Everything the engine acts on: the host's real adapters.
+#[allow(missing_debug_implementations)]
+pub struct Ports {
+    /// The app's database.
+    pub local: Box<dyn LocalStore>,
+    /// The remote.
+    pub remote: Box<dyn RemoteTransport>,
+    /// Blob mover between the data folder and the remote.
+    pub blobs: Box<dyn BlobTransfer>,
+    /// Wall clock.
+    pub clock: Box<dyn Clock>,
+    /// Randomness.
+    pub random: Box<dyn Random>,
+    /// Progress sink.
+    pub progress: Box<dyn Progress>,
+}
+
+impl Ports {
+    /// The core's view of these ports.
+    pub fn io(&mut self) -> Io<'_> {
+        Io {
+            local: self.local.as_mut(),
+            remote: self.remote.as_mut(),
+            blobs: self.blobs.as_mut(),
+            clock: self.clock.as_mut(),
+            random: self.random.as_mut(),
+            progress: self.progress.as_mut(),
+        }
+    }
+}
+
+/// Which engine runs the algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// The WebAssembly component in wasmtime (default).
+    Component,
+    /// `davsync-core` compiled into the host.
+    Native,
+}
+
+enum Runner {
+    Native,
+    Component(Box<ComponentEngine>),
+}
+
+/// A sync engine bound to its ports.
+#[allow(missing_debug_implementations)]
+pub struct Syncer {
+    runner: Runner,
+    ports: Option<Ports>,
+}
+
+impl Syncer {
+    /// Prepares `kind` over `ports`. The component is compiled once and cached
+    /// in `cache_dir` (none: compile every time).
+    pub fn new(kind: EngineKind, ports: Ports, cache_dir: Option<&Path>) -> Result<Syncer> {
+        let runner = match kind {
+            EngineKind::Native => Runner::Native,
+            EngineKind::Component => Runner::Component(Box::new(ComponentEngine::load(cache_dir)?)),
+        };
+        Ok(Syncer { runner, ports: Some(ports) })
+    }
+
+    /// The ports, for the host's own (app-side) operations between calls.
+    pub fn ports_mut(&mut self) -> &mut Ports {
+        self.ports.as_mut().expect("ports are always returned after a call")
+    }
+
+    fn call<T>(
+        &mut self,
+        native: impl FnOnce(&mut Io<'_>) -> T,
+        wasm: impl FnOnce(
+            &mut wasmtime::Store<crate::component::HostState>,
+            &crate::component::SyncEngine,
+        ) -> wasmtime::Result<T>,
+    ) -> Result<T> {
+        let mut ports = self.ports.take().expect("ports are always returned after a call");
+        let (result, ports) = match &self.runner {
+            Runner::Native => {
+                let r = native(&mut ports.io());
+                (Ok(r), ports)
+            }
+            Runner::Component(c) => c.with_instance(ports, wasm),
+        };
+        self.ports = Some(ports);
+        result
+    }
+
+    /// Runs one sync. The outer error is a failure of the engine itself (a
+    /// trap); the inner one is the sync's typed answer.
+    pub fn sync(&mut self, opts: &SyncOptions) -> Result<Result<SyncSummary, SyncError>> {
+        let wit_opts = conv::options_out(opts);
+        self.call(
+            |io| davsync_core::sync(io, opts),
+            |store, b| {
+                let r = b.davsync_sync_engine().call_sync(store, &wit_opts)?;
+                Ok(r.map(conv::summary_in).map_err(conv::sync_error_in))
+            },
+        )
+    }
+
+    /// The O(1) status.
+    pub fn status(&mut self, remote_retries_max: u32) -> Result<Result<StatusReport, SyncError>> {
+        self.call(
+            |io| davsync_core::status(io, remote_retries_max),
+            |store, b| {
+                let r = b.davsync_sync_engine().call_status(store, remote_retries_max)?;
+                Ok(r.map(conv::status_report_in).map_err(conv::sync_error_in))
+            },
+        )
+    }
+
+    /// The recorded conflicts.
+    pub fn conflicts(&mut self) -> Result<Result<Vec<ConflictInfo>, SyncError>> {
+        self.call(davsync_core::conflicts, |store, b| {
+            let r = b.davsync_sync_engine().call_conflicts(store)?;
+            Ok(r.map(|v| v.into_iter().map(conv::conflict_info_in).collect()).map_err(conv::sync_error_in))
+        })
+    }
+
+    /// Records a resolution.
+    pub fn resolve(&mut self, resolution: &Resolution) -> Result<Result<ResolveOutcome, SyncError>> {
+        let kind = conv::resolution_out(&resolution.kind);
+        self.call(
+            |io| davsync_core::resolve(io, resolution),
+            |store, b| {
+                let r = b.davsync_sync_engine().call_resolve(store, &resolution.stable_id, &kind)?;
+                Ok(r.map(conv::outcome_in).map_err(conv::sync_error_in))
+            },
+        )
+    }
+}

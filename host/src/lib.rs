@@ -1,0 +1,18 @@
+//! The davsync host: runs the sync engine beside the app.
+//!
+//! - [`local_sqlite`]: the app's own SQLite database as the engine's local store.
+//! - [`folder`]: the embedded default remote (a local folder that behaves like
+//!   WebDAV) and blob transfer between the data folder and any remote.
+//! - [`component`]: the engine as a WebAssembly component in wasmtime.
+//! - [`engine`]: one interface over the component and the native core.
+//! - [`cli`]: the `davsync` command line.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod component;
+pub mod engine;
+pub mod folder;
+pub mod local_sqlite;
+pub mod logging;
+pub mod system;
+mod wit_convert;

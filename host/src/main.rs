@@ -1,0 +1,6 @@
+//! The `davsync` binary: see [`davsync::cli`].
+
+fn main() -> std::process::ExitCode {
+    davsync::logging::init();
+    davsync::cli::main()
+}
