@@ -339,9 +339,8 @@ fn upload_blobs(
             Some(r) => r.clone(),
             None => {
                 lease.keep_alive(session, io)?;
-                let pct = 25 + (35 * n / total) as u8;
-                reporter.report(io, pct, Phase::Upload, &format!("uploading {}", blob.path()));
-                let r = publish_blob(io, session, &blob, instance, &mut folders, transfer)?;
+                let progress = (reporter as &mut Reporter, 25 + (35 * n / total) as u8);
+                let r = publish_blob(io, session, &blob, instance, &mut folders, transfer, progress)?;
                 published.insert(blob.clone(), r.clone());
                 r
             }
@@ -356,7 +355,8 @@ fn upload_blobs(
 }
 
 /// Makes sure the remote holds `blob`. `Ok(Err(_))` is a per-file failure;
-/// `Err(_)` stops the sync (the remote itself is failing).
+/// `Err(_)` stops the sync (the remote itself is failing). Progress is
+/// reported only when bytes actually move.
 fn publish_blob(
     io: &mut Io<'_>,
     session: &mut Session,
@@ -364,11 +364,13 @@ fn publish_blob(
     instance: &str,
     folders: &mut BTreeSet<String>,
     transfer: &mut Transfers,
+    (reporter, pct): (&mut Reporter, u8),
 ) -> Result<Result<(), String>, SyncError> {
     let path = blob.path();
     if session.call(io, |io| io.remote.stat(&path))?.is_some_and(|s| !s.is_collection) {
         return Ok(Ok(()));
     }
+    reporter.report(io, pct, Phase::Upload, &format!("uploading {path}"));
     if !io.blobs.local_has(blob).map_err(|e| SyncError::Invalid(e.to_string()))? {
         return Ok(Err(format!("local content {} is missing; it cannot be uploaded", blob.hash)));
     }

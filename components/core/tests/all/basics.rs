@@ -158,12 +158,17 @@ fn a_metadata_only_change_moves_no_blob() {
     b.sync();
     b.set_label("f1", "gold");
     let mark = net.remote.op_count();
+    a.progress.events.clear();
+    b.progress.events.clear();
     let s = b.sync();
     assert_eq!((s.uploaded, s.downloaded, s.metadata_synced), (0, 0, 1));
     let s = a.sync();
     assert_eq!((s.uploaded, s.downloaded, s.metadata_synced), (0, 0, 1));
     let log = net.remote.op_log();
     assert_eq!(blob_ops(&log[mark..]), Vec::<String>::new());
+    let said_upload =
+        b.progress.events.iter().chain(&a.progress.events).any(|e| e.message.starts_with("uploading"));
+    assert!(!said_upload, "progress claims an upload that did not happen");
     assert_eq!(a.label("f1").as_deref(), Some("gold"));
 }
 
