@@ -320,14 +320,15 @@ fn upload_blobs(
     transfer: &mut Transfers,
     instance: &str,
 ) -> Result<(), SyncError> {
-    let wanted: Vec<usize> = (0..steps.len()).filter(|&i| blob_to_publish(&steps[i]).is_some()).collect();
+    let wanted: Vec<(usize, Result<BlobRef, String>)> =
+        steps.iter().enumerate().filter_map(|(i, s)| blob_to_publish(s).map(|b| (i, b))).collect();
     let mut published: BTreeMap<BlobRef, Result<(), String>> = BTreeMap::new();
     let mut folders = BTreeSet::new();
     let total = wanted.len().max(1);
     let mut failed = BTreeSet::new();
-    for (n, &i) in wanted.iter().enumerate() {
+    for (n, (i, blob)) in wanted.into_iter().enumerate() {
         let id = step_id(&steps[i]);
-        let blob = match blob_to_publish(&steps[i]).expect("filtered above") {
+        let blob = match blob {
             Ok(b) => b,
             Err(why) => {
                 transfer.fail(&id, why);

@@ -139,12 +139,10 @@ impl Lease {
     }
 
     fn verify(&mut self, session: &mut Session, io: &mut Io<'_>) -> Result<(), SyncError> {
-        match session.call(io, |io| io.remote.get(LEASE_FILE, LEASE_FILE_BYTES_MAX)) {
-            Ok(f) if LeaseRecord::parse(&f.bytes).as_ref() == Some(&self.record) => Ok(()),
-            Ok(_) | Err(RemoteError::NotFound) | Err(RemoteError::TooLarge { .. }) => {
-                Err(SyncError::LeaseLost)
-            }
-            Err(e) => Err(e.into()),
+        if read_lease(session, io)?.as_ref() == Some(&self.record) {
+            Ok(())
+        } else {
+            Err(SyncError::LeaseLost)
         }
     }
 
@@ -165,6 +163,16 @@ impl Lease {
     }
 }
 
+/// The lease record on the remote; `None` when the file is missing, too
+/// large or unreadable (garbage is no one's lease).
+fn read_lease(session: &mut Session, io: &mut Io<'_>) -> Result<Option<LeaseRecord>, SyncError> {
+    match session.call(io, |io| io.remote.get(LEASE_FILE, LEASE_FILE_BYTES_MAX)) {
+        Ok(f) => Ok(LeaseRecord::parse(&f.bytes)),
+        Err(RemoteError::NotFound) | Err(RemoteError::TooLarge { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Reads who holds the lock and when their lease expires. `None` when the
 /// lock vanished meanwhile.
 fn read_holder(
@@ -173,11 +181,7 @@ fn read_holder(
     opts: &SyncOptions,
     first_seen: &mut Option<(Option<String>, i64)>,
 ) -> Result<Option<Holder>, SyncError> {
-    let record = match session.call(io, |io| io.remote.get(LEASE_FILE, LEASE_FILE_BYTES_MAX)) {
-        Ok(f) => LeaseRecord::parse(&f.bytes),
-        Err(RemoteError::NotFound) | Err(RemoteError::TooLarge { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
+    let record = read_lease(session, io)?;
     // The lease file's age; a lock folder without a readable lease file (a
     // holder that crashed between MKCOL and PUT, or garbage) ages from the
     // folder's own time.
@@ -206,12 +210,7 @@ fn read_holder(
 /// Breaks a stale lease, but only if the lease file still names the same
 /// holder: a fresh lease taken meanwhile by someone else is left alone.
 fn break_stale(session: &mut Session, io: &mut Io<'_>, stale: &Holder) -> Result<(), SyncError> {
-    let now_record = match session.call(io, |io| io.remote.get(LEASE_FILE, LEASE_FILE_BYTES_MAX)) {
-        Ok(f) => LeaseRecord::parse(&f.bytes),
-        Err(RemoteError::NotFound) | Err(RemoteError::TooLarge { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    if now_record == stale.record {
+    if read_lease(session, io)? == stale.record {
         session.remove(io, LOCK_DIR)?;
     }
     Ok(())
