@@ -12,10 +12,9 @@ use davsync_core::model::{FileMeta, LocalRow};
 use davsync_core::{Resolution, ResolutionKind, SyncError, SyncOptions};
 use serde_json::{Value, json};
 
-use crate::engine::{EngineKind, Ports, Syncer};
-use crate::folder::{FileBlobs, FolderRemote};
-use crate::local_sqlite::SqliteStore;
-use crate::system::{BarProgress, LineProgress, OsRandom, SystemClock};
+use crate::engine::EngineKind;
+use crate::setup::{RemoteSpec, Setup};
+use crate::system::{BarProgress, LineProgress};
 
 /// Keeps a document app's files and metadata in sync through a WebDAV server.
 #[derive(Debug, Parser)]
@@ -147,62 +146,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Where everything lives.
-#[derive(Debug, Clone)]
-struct Paths {
-    data: PathBuf,
-    db: PathBuf,
-    remote: PathBuf,
+/// The wiring these arguments describe.
+pub fn setup_of(cli: &Cli) -> Result<Setup> {
+    let db = cli.db.clone().unwrap_or_else(|| cli.data.join("metadata.db"));
+    Ok(Setup { data: cli.data.clone(), db, remote: RemoteSpec::parse(&cli.remote)?, engine: cli.engine })
 }
 
-impl Paths {
-    fn of(cli: &Cli) -> Result<Paths> {
-        if cli.remote.contains("://") {
-            bail!(
-                "remote {:?} is a URL; this build syncs with a local folder remote only \
-                 (the WebDAV transport is not in this build yet)",
-                cli.remote
-            );
-        }
-        let db = cli.db.clone().unwrap_or_else(|| cli.data.join("metadata.db"));
-        Ok(Paths { data: cli.data.clone(), db, remote: PathBuf::from(&cli.remote) })
-    }
-}
-
-fn open_store(paths: &Paths) -> Result<SqliteStore> {
-    SqliteStore::open(&paths.db, &paths.data)
-}
-
-/// Builds the engine over the real adapters.
-fn syncer(cli: &Cli, paths: &Paths) -> Result<Syncer> {
-    let store = open_store(paths)?;
-    std::fs::create_dir_all(&paths.remote)
-        .with_context(|| format!("creating the remote folder {}", paths.remote.display()))?;
-    let remote = FolderRemote::new(&paths.remote)?;
-    let blobs = FileBlobs::new(store.files_dir().to_path_buf(), remote.clone());
-    let progress: Box<dyn davsync_core::ports::Progress> = if std::io::stderr().is_terminal() && !cli.json {
+/// The progress sink for a command: a bar on a terminal, lines otherwise.
+fn progress_for(cli: &Cli) -> Box<dyn davsync_core::ports::Progress> {
+    if std::io::stderr().is_terminal() && !cli.json {
         Box::new(BarProgress::new())
     } else {
         Box::new(LineProgress)
-    };
-    let ports = Ports {
-        local: Box::new(store),
-        remote: Box::new(remote),
-        blobs: Box::new(blobs),
-        clock: Box::new(SystemClock),
-        random: Box::new(OsRandom),
-        progress,
-    };
-    Syncer::new(cli.engine, ports, crate::component::default_cache_dir().as_deref())
-}
-
-fn sync_options() -> SyncOptions {
-    let host_name = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned());
-    SyncOptions { host_name, ..SyncOptions::default() }
+    }
 }
 
 /// A typed engine answer as an error that reads like a sentence.
@@ -211,21 +167,21 @@ fn engine_answer<T>(r: Result<Result<T, SyncError>>) -> Result<T> {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let paths = Paths::of(cli)?;
+    let setup = setup_of(cli)?;
     match &cli.command {
-        Command::Init => init(cli, &paths),
+        Command::Init => init(cli, &setup),
         Command::Add { file, doc_id, file_type, label, variant, collections } => {
             let meta = new_meta(file, doc_id, file_type.as_deref(), label, variant, collections)?;
-            let row = open_store(&paths)?.add_file(file, meta, None)?;
+            let row = setup.open_store()?.add_file(file, meta, None)?;
             print_row_result(cli, &row, &row.stable_id)
         }
         Command::Edit { stable_id, file } => {
-            let row = open_store(&paths)?.replace_content(stable_id, file)?;
+            let row = setup.open_store()?.replace_content(stable_id, file)?;
             print_row_result(cli, &row, &format!("{} now has content {}", row.stable_id, row.id))
         }
         Command::Set { stable_id, label, variant, collections, doc_meta, file_meta } => {
             let collections = collections.as_deref().map(collections_json);
-            let row = open_store(&paths)?.set_meta(stable_id, |m| {
+            let row = setup.open_store()?.set_meta(stable_id, |m| {
                 if let Some(l) = label {
                     m.label = Some(l.clone());
                 }
@@ -245,12 +201,14 @@ fn run(cli: &Cli) -> Result<()> {
             print_row_result(cli, &row, &format!("{} updated", row.stable_id))
         }
         Command::Rm { stable_id } => {
-            let row = open_store(&paths)?.delete(stable_id)?;
+            let row = setup.open_store()?.delete(stable_id)?;
             print_row_result(cli, &row, &format!("{} deleted", row.stable_id))
         }
-        Command::Ls => ls(cli, &paths),
+        Command::Ls => ls(cli, &setup),
         Command::Status => {
-            let report = engine_answer(syncer(cli, &paths)?.status(sync_options().remote_retries_max))?;
+            let report = engine_answer(
+                setup.syncer(progress_for(cli))?.status(setup.sync_options().remote_retries_max),
+            )?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -265,8 +223,8 @@ fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Sync { force } => {
-            let opts = SyncOptions { force: *force, ..sync_options() };
-            let summary = engine_answer(syncer(cli, &paths)?.sync(&opts))?;
+            let opts = SyncOptions { force: *force, ..setup.sync_options() };
+            let summary = engine_answer(setup.syncer(progress_for(cli))?.sync(&opts))?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else if summary.skipped {
@@ -297,7 +255,7 @@ fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Conflicts => {
-            let list = engine_answer(syncer(cli, &paths)?.conflicts())?;
+            let list = engine_answer(setup.syncer(progress_for(cli))?.conflicts())?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -317,7 +275,7 @@ fn run(cli: &Cli) -> Result<()> {
                 (ResolutionArg::KeepBoth, None) => bail!("keep-both needs --variant NAME for the copy"),
             };
             let res = Resolution { stable_id: stable_id.clone(), kind };
-            let outcome = engine_answer(syncer(cli, &paths)?.resolve(&res))?;
+            let outcome = engine_answer(setup.syncer(progress_for(cli))?.resolve(&res))?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&outcome)?);
             } else {
@@ -328,25 +286,19 @@ fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-fn init(cli: &Cli, paths: &Paths) -> Result<()> {
-    open_store(paths)?;
-    std::fs::create_dir_all(&paths.remote)
-        .with_context(|| format!("creating the remote folder {}", paths.remote.display()))?;
+fn init(cli: &Cli, setup: &Setup) -> Result<()> {
+    setup.init()?;
+    let remote = setup.remote.describe();
     if cli.json {
-        println!("{}", json!({"data": paths.data, "db": paths.db, "remote": paths.remote}));
+        println!("{}", json!({"data": setup.data, "db": setup.db, "remote": remote}));
     } else {
-        println!(
-            "data {}, database {}, remote {}",
-            paths.data.display(),
-            paths.db.display(),
-            paths.remote.display()
-        );
+        println!("data {}, database {}, remote {remote}", setup.data.display(), setup.db.display());
     }
     Ok(())
 }
 
-fn ls(cli: &Cli, paths: &Paths) -> Result<()> {
-    let rows = open_store(paths)?.list()?;
+fn ls(cli: &Cli, setup: &Setup) -> Result<()> {
+    let rows = setup.open_store()?.list()?;
     if cli.json {
         let list: Vec<Value> = rows.iter().map(row_json).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);

@@ -5,6 +5,7 @@
 //!   WebDAV) and blob transfer between the data folder and any remote.
 //! - [`component`]: the engine as a WebAssembly component in wasmtime.
 //! - [`engine`]: one interface over the component and the native core.
+//! - [`setup`]: the wiring for one data folder (store, remote, engine).
 //! - [`cli`]: the `davsync` command line.
 #![warn(missing_docs)]
 
@@ -14,5 +15,6 @@ pub mod engine;
 pub mod folder;
 pub mod local_sqlite;
 pub mod logging;
+pub mod setup;
 pub mod system;
 mod wit_convert;
