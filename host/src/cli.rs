@@ -13,7 +13,7 @@ use davsync_core::{Resolution, ResolutionKind, SyncError, SyncOptions};
 use serde_json::{Value, json};
 
 use crate::engine::EngineKind;
-use crate::setup::{RemoteSpec, Setup};
+use crate::setup::{FileConfig, RemoteArgs, Setup, resolve_remote};
 use crate::system::{BarProgress, LineProgress};
 
 /// Keeps a document app's files and metadata in sync through a WebDAV server.
@@ -26,9 +26,32 @@ pub struct Cli {
     /// The app's database (default: `<data>/metadata.db`).
     #[arg(long, global = true, env = "DAVSYNC_DB")]
     pub db: Option<PathBuf>,
-    /// The remote: a local folder path (WebDAV URLs come with the WebDAV transport).
-    #[arg(long, global = true, env = "DAVSYNC_REMOTE", default_value = "./davsync-remote")]
-    pub remote: String,
+    /// The remote: a WebDAV URL (`https://host/path`) or a local folder.
+    /// Default: `DAVSYNC_REMOTE`, else `WEBDAV_BASE_URL` + `WEBDAV_REMOTE_ROOT`,
+    /// else the config file, else `./davsync-remote`.
+    #[arg(long, global = true)]
+    pub remote: Option<String>,
+    /// WebDAV user (default: `WEBDAV_USERNAME`, else the config file). The
+    /// password comes from `WEBDAV_PASSWORD` or the config file only.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// Blob transfers at once, 1-64 (default: `DAVSYNC_TRANSFERS`, else the
+    /// config file, else 4).
+    #[arg(long, global = true)]
+    pub transfers: Option<usize>,
+    /// Timeout of one WebDAV request in seconds (default 60).
+    #[arg(long, global = true)]
+    pub timeout_secs: Option<u64>,
+    /// A `davsync.toml` (default: `DAVSYNC_CONFIG`, else `./davsync.toml` if
+    /// present). Flags override environment variables, which override it.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Lease time-to-live in ms (tests and diagnosis).
+    #[arg(long, global = true, env = "DAVSYNC_LEASE_TTL_MS", hide = true)]
+    pub lease_ttl_ms: Option<u64>,
+    /// How long to wait for another instance's lease, in ms.
+    #[arg(long, global = true, env = "DAVSYNC_LOCK_WAIT_MS", hide = true)]
+    pub lock_wait_ms: Option<u64>,
     /// Print one JSON document on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -121,6 +144,8 @@ pub enum Command {
         #[arg(long)]
         variant: Option<String>,
     },
+    /// Serve the HTTP API, with live sync progress over server-sent events.
+    Serve(crate::serve::ServeArgs),
 }
 
 /// How to resolve a conflict.
@@ -149,7 +174,30 @@ pub fn main() -> ExitCode {
 /// The wiring these arguments describe.
 pub fn setup_of(cli: &Cli) -> Result<Setup> {
     let db = cli.db.clone().unwrap_or_else(|| cli.data.join("metadata.db"));
-    Ok(Setup { data: cli.data.clone(), db, remote: RemoteSpec::parse(&cli.remote)?, engine: cli.engine })
+    let config_path = cli
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("DAVSYNC_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from("davsync.toml")).filter(|p| p.is_file()));
+    let file = match &config_path {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let args = RemoteArgs {
+        remote: cli.remote.clone(),
+        user: cli.user.clone(),
+        transfers: cli.transfers,
+        timeout_secs: cli.timeout_secs,
+    };
+    let remote = resolve_remote(&args, &|k| std::env::var(k).ok(), &file)?;
+    Ok(Setup {
+        data: cli.data.clone(),
+        db,
+        remote,
+        engine: cli.engine,
+        lease_ttl_ms: cli.lease_ttl_ms,
+        lock_wait_ms: cli.lock_wait_ms,
+    })
 }
 
 /// The progress sink for a command: a bar on a terminal, lines otherwise.
@@ -223,6 +271,7 @@ fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Sync { force } => {
+            let _data = crate::datalock::DataDirLock::try_acquire(&setup.data)?;
             let opts = SyncOptions { force: *force, ..setup.sync_options() };
             let summary = engine_answer(setup.syncer(progress_for(cli))?.sync(&opts))?;
             if cli.json {
@@ -275,6 +324,7 @@ fn run(cli: &Cli) -> Result<()> {
                 (ResolutionArg::KeepBoth, None) => bail!("keep-both needs --variant NAME for the copy"),
             };
             let res = Resolution { stable_id: stable_id.clone(), kind };
+            let _data = crate::datalock::DataDirLock::try_acquire(&setup.data)?;
             let outcome = engine_answer(setup.syncer(progress_for(cli))?.resolve(&res))?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&outcome)?);
@@ -283,6 +333,7 @@ fn run(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Serve(args) => crate::serve::run(&setup, args),
     }
 }
 

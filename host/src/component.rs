@@ -12,6 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use davsync_core::ports::{DownloadJob, UploadJob};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
@@ -238,9 +239,63 @@ impl imports::remote::Host for HostState {
         }))
     }
 
+    fn list(
+        &mut self,
+        path: String,
+    ) -> Result<Option<Vec<imports::remote::RemoteEntry>>, imports::remote::RemoteError> {
+        let entries = self.ports.remote.list(&path).map_err(conv::remote_error_out)?;
+        Ok(entries.map(|list| {
+            list.into_iter()
+                .map(|e| imports::remote::RemoteEntry {
+                    name: e.name,
+                    stat: imports::remote::RemoteStat {
+                        size: e.stat.size,
+                        etag: e.stat.etag,
+                        modified_ms: e.stat.modified_ms,
+                        is_collection: e.stat.is_collection,
+                    },
+                })
+                .collect()
+        }))
+    }
+
     fn server_time_ms(&mut self) -> Option<i64> {
         self.ports.remote.server_time_ms()
     }
+}
+
+/// Runs a batch whose jobs each carry a blob reference from the guest:
+/// invalid references are answered at once, the rest go to `run` together.
+fn batch<J, T>(
+    jobs: Vec<J>,
+    convert: impl Fn(J) -> Result<T, imports::blobs::BlobError>,
+    run: impl FnOnce(&[T]) -> Vec<Result<(), davsync_core::ports::BlobError>>,
+) -> Vec<Result<(), imports::blobs::BlobError>> {
+    let converted: Vec<Result<T, imports::blobs::BlobError>> = jobs.into_iter().map(convert).collect();
+    let mut valid: Vec<T> = Vec::new();
+    let mut slots = Vec::with_capacity(converted.len());
+    for c in converted {
+        match c {
+            Ok(job) => {
+                valid.push(job);
+                slots.push(None);
+            }
+            Err(e) => slots.push(Some(Err(e))),
+        }
+    }
+    let mut answers = run(&valid).into_iter();
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Some(err) => err,
+            None => match answers.next() {
+                Some(r) => r.map_err(conv::blob_error_out),
+                None => {
+                    Err(imports::blobs::BlobError::LocalIo("the transfer was not carried out".to_owned()))
+                }
+            },
+        })
+        .collect()
 }
 
 impl imports::blobs::Host for HostState {
@@ -249,23 +304,29 @@ impl imports::blobs::Host for HostState {
         self.ports.blobs.local_has(&blob).map_err(conv::blob_error_out)
     }
 
-    fn upload(
-        &mut self,
-        blob: imports::types::BlobRef,
-        path: String,
-    ) -> Result<(), imports::blobs::BlobError> {
-        let blob = conv::blob_in(blob)?;
-        self.ports.blobs.upload(&blob, &path).map_err(conv::blob_error_out)
+    fn upload(&mut self, jobs: Vec<imports::blobs::UploadJob>) -> Vec<Result<(), imports::blobs::BlobError>> {
+        let blobs = &mut self.ports.blobs;
+        batch(
+            jobs,
+            |j| {
+                let blob = conv::blob_in(j.blob)?;
+                Ok(UploadJob { blob, temp_path: j.temp_path, final_path: j.final_path })
+            },
+            |jobs| blobs.upload(jobs),
+        )
     }
 
     fn download(
         &mut self,
-        path: String,
-        blob: imports::types::BlobRef,
+        jobs: Vec<imports::blobs::DownloadJob>,
         bytes_max: u64,
-    ) -> Result<(), imports::blobs::BlobError> {
-        let blob = conv::blob_in(blob)?;
-        self.ports.blobs.download(&path, &blob, bytes_max).map_err(conv::blob_error_out)
+    ) -> Vec<Result<(), imports::blobs::BlobError>> {
+        let blobs = &mut self.ports.blobs;
+        batch(
+            jobs,
+            |j| Ok(DownloadJob { remote_path: j.remote_path, blob: conv::blob_in(j.blob)? }),
+            |jobs| blobs.download(jobs, bytes_max),
+        )
     }
 
     fn remove_local(&mut self, blob: imports::types::BlobRef) -> Result<(), imports::blobs::BlobError> {

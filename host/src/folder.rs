@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use davsync_core::model::{BlobRef, ContentHash};
 use davsync_core::ports::{
-    BlobError, BlobTransfer, Fetched, Precondition, RemoteError, RemoteStat, RemoteTransport,
+    BlobError, BlobTransfer, DownloadJob, Fetched, Precondition, RemoteEntry, RemoteError, RemoteStat,
+    RemoteTransport, UploadJob, put_and_move,
 };
 use sha2::{Digest, Sha256};
 
@@ -376,6 +377,33 @@ impl RemoteTransport for FolderRemote {
         Ok(entry(&full)?.map(|m| file_stat(&m)))
     }
 
+    fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError> {
+        let full = if path.is_empty() { self.root.clone() } else { self.resolve(path)? };
+        match entry(&full)? {
+            None => return Ok(None),
+            Some(m) if !m.is_dir() => return Err(forbidden(format!("{path:?} is not a collection"))),
+            Some(_) => {}
+        }
+        let mut children = Vec::new();
+        for item in fs::read_dir(&full).map_err(|e| io_error(e, "listing"))? {
+            let item = item.map_err(|e| io_error(e, "listing"))?;
+            let Some(name) = item.file_name().to_str().map(str::to_owned) else { continue };
+            // Our own temporary files and symlinks are not part of the remote.
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(item.path()) {
+                Ok(m) if m.file_type().is_symlink() => continue,
+                Ok(m) => m,
+                Err(e) if is_absent(&e) => continue,
+                Err(e) => return Err(io_error(e, "listing")),
+            };
+            children.push(RemoteEntry { name, stat: file_stat(&meta) });
+        }
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(children))
+    }
+
     /// This process is the server: its clock is the server's clock.
     fn server_time_ms(&mut self) -> Option<i64> {
         Some(now_ms())
@@ -453,6 +481,10 @@ impl<R: RemoteTransport> RemoteTransport for SharedRemote<R> {
 
     fn stat(&mut self, path: &str) -> Result<Option<RemoteStat>, RemoteError> {
         self.lock().stat(path)
+    }
+
+    fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError> {
+        self.lock().list(path)
     }
 
     fn server_time_ms(&mut self) -> Option<i64> {
@@ -536,6 +568,61 @@ pub fn local_blob_path(files_dir: &Path, blob: &BlobRef) -> PathBuf {
     files_dir.join(blob.shard()).join(format!("{}{}", blob.hash, blob.ext))
 }
 
+/// Opens the local blob for reading, with its length: it must be a regular
+/// file under a real shard directory (a symlink counts as missing).
+pub(crate) fn open_local_blob(files_dir: &Path, blob: &BlobRef) -> Result<(File, u64), BlobError> {
+    let shard = files_dir.join(blob.shard());
+    let path = local_blob_path(files_dir, blob);
+    let missing = || BlobError::LocalMissing(blob.path());
+    for (p, want_dir) in [(&shard, true), (&path, false)] {
+        match fs::symlink_metadata(p) {
+            Ok(m) if want_dir && m.is_dir() => {}
+            Ok(m) if !want_dir && m.is_file() => {}
+            Ok(_) => return Err(missing()),
+            Err(e) if is_absent(&e) => return Err(missing()),
+            Err(e) => return Err(local_io(e, p)),
+        }
+    }
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if is_absent(&e) => return Err(missing()),
+        Err(e) => return Err(local_io(e, &path)),
+    };
+    let len = file.metadata().map_err(|e| local_io(e, &path))?.len();
+    Ok((file, len))
+}
+
+/// Streams `reader` into a temporary file in the blob's shard folder, hashing
+/// on the way, refusing more than `bytes_max` bytes; keeps it (renamed into
+/// place) only if it hashes to the blob's id. Nothing is left behind on any
+/// failure.
+pub(crate) fn store_downloaded(
+    files_dir: &Path,
+    blob: &BlobRef,
+    reader: &mut dyn Read,
+    bytes_max: u64,
+) -> Result<(), BlobError> {
+    let shard = files_dir.join(blob.shard());
+    ensure_real_dir(&shard).map_err(|e| local_io(e, &shard))?;
+    let mut limited = reader.take(bytes_max.saturating_add(1));
+    let (tmp, actual, len) = write_temp_hashing(&shard, &mut limited).map_err(|e| local_io(e, &shard))?;
+    if len > bytes_max {
+        let _ = fs::remove_file(&tmp);
+        return Err(BlobError::TooLarge { bytes_max });
+    }
+    if actual != blob.hash {
+        let _ = fs::remove_file(&tmp);
+        return Err(BlobError::HashMismatch { expected: blob.hash.clone(), actual });
+    }
+    let target = local_blob_path(files_dir, blob);
+    if let Err(e) = fs::rename(&tmp, &target) {
+        let _ = fs::remove_file(&tmp);
+        return Err(local_io(e, &target));
+    }
+    sync_dir(&shard);
+    Ok(())
+}
+
 fn local_io(e: io::Error, path: &Path) -> BlobError {
     BlobError::LocalIo(format!("{}: {e}", path.display()))
 }
@@ -554,42 +641,26 @@ impl<R: RemoteTransport> BlobTransfer for FileBlobs<R> {
         Ok(self.regular_file(blob)?.is_some())
     }
 
-    fn upload(&mut self, blob: &BlobRef, remote_path: &str) -> Result<(), BlobError> {
-        let path = self.regular_file(blob)?.ok_or_else(|| BlobError::LocalMissing(blob.path()))?;
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if is_absent(&e) => return Err(BlobError::LocalMissing(blob.path())),
-            Err(e) => return Err(local_io(e, &path)),
-        };
-        check_hash(blob, &bytes)?;
-        self.remote.put(remote_path, &bytes, &Precondition::None)?;
-        Ok(())
+    fn upload(&mut self, jobs: &[UploadJob]) -> Vec<Result<(), BlobError>> {
+        jobs.iter()
+            .map(|job| {
+                let (mut file, _len) = open_local_blob(&self.files_dir, &job.blob)?;
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes).map_err(|e| local_io(e, &self.local_path(&job.blob)))?;
+                check_hash(&job.blob, &bytes)?;
+                Ok(put_and_move(&mut self.remote, job, &bytes)?)
+            })
+            .collect()
     }
 
-    fn download(&mut self, remote_path: &str, blob: &BlobRef, bytes_max: u64) -> Result<(), BlobError> {
-        let fetched = self.remote.get(remote_path, bytes_max).map_err(|e| match e {
-            RemoteError::TooLarge { bytes_max } => BlobError::TooLarge { bytes_max },
-            other => BlobError::Remote(other),
-        })?;
-        // Checked again on this side of the boundary: a transport may not.
-        if fetched.bytes.len() as u64 > bytes_max {
-            return Err(BlobError::TooLarge { bytes_max });
-        }
-        let shard = self.files_dir.join(blob.shard());
-        ensure_real_dir(&shard).map_err(|e| local_io(e, &shard))?;
-        let (tmp, actual, _len) =
-            write_temp_hashing(&shard, &mut fetched.bytes.as_slice()).map_err(|e| local_io(e, &shard))?;
-        if actual != blob.hash {
-            let _ = fs::remove_file(&tmp);
-            return Err(BlobError::HashMismatch { expected: blob.hash.clone(), actual });
-        }
-        let target = self.local_path(blob);
-        if let Err(e) = fs::rename(&tmp, &target) {
-            let _ = fs::remove_file(&tmp);
-            return Err(local_io(e, &target));
-        }
-        sync_dir(&shard);
-        Ok(())
+    fn download(&mut self, jobs: &[DownloadJob], bytes_max: u64) -> Vec<Result<(), BlobError>> {
+        jobs.iter()
+            .map(|job| {
+                let fetched =
+                    self.remote.get(&job.remote_path, bytes_max).map_err(BlobError::from_download)?;
+                store_downloaded(&self.files_dir, &job.blob, &mut fetched.bytes.as_slice(), bytes_max)
+            })
+            .collect()
     }
 
     fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError> {
@@ -990,6 +1061,21 @@ mod tests {
         BlobRef::new(ContentHash::of(bytes), file_type).unwrap()
     }
 
+    /// One upload job, `up` → the blob's final path.
+    fn up_one<R: RemoteTransport>(b: &mut FileBlobs<R>, blob: &BlobRef) -> Result<(), BlobError> {
+        let job = UploadJob { blob: blob.clone(), temp_path: "up".into(), final_path: blob.path() };
+        b.upload(&[job]).pop().unwrap()
+    }
+
+    fn down_one<R: RemoteTransport>(
+        b: &mut FileBlobs<R>,
+        path: &str,
+        blob: &BlobRef,
+        max: u64,
+    ) -> Result<(), BlobError> {
+        b.download(&[DownloadJob { remote_path: path.into(), blob: blob.clone() }], max).pop().unwrap()
+    }
+
     #[test]
     fn blobs_round_trip_through_a_shared_remote() {
         let f = fixture();
@@ -1000,14 +1086,14 @@ mod tests {
         let mut down = FileBlobs::new(tmp.path().join("b/files"), shared);
         let blob = blob_of(b"<TEI/>", "tei");
         assert!(!up.local_has(&blob).unwrap());
-        assert!(matches!(up.upload(&blob, "up"), Err(BlobError::LocalMissing(_))));
+        assert!(matches!(up_one(&mut up, &blob), Err(BlobError::LocalMissing(_))));
         fs::create_dir_all(up.local_path(&blob).parent().unwrap()).unwrap();
         fs::write(up.local_path(&blob), b"<TEI/>").unwrap();
         assert!(up.local_has(&blob).unwrap());
         core_side.mkcol(blob.shard()).unwrap();
-        up.upload(&blob, "up").unwrap();
-        core_side.move_to("up", &blob.path(), false).unwrap();
-        down.download(&blob.path(), &blob, 100).unwrap();
+        up_one(&mut up, &blob).unwrap();
+        assert_eq!(core_side.stat("up").unwrap(), None, "moved into place");
+        down_one(&mut down, &blob.path(), &blob, 100).unwrap();
         assert_eq!(fs::read(down.local_path(&blob)).unwrap(), b"<TEI/>");
         assert!(down.local_has(&blob).unwrap());
         assert_eq!(visible_tree(down.files_dir()), [blob.shard().to_owned(), blob.path()]);
@@ -1024,7 +1110,7 @@ mod tests {
         f.remote.mkcol(blob.shard()).unwrap();
         f.remote.put(&blob.path(), b"evil", &Precondition::None).unwrap();
         let mut blobs = FileBlobs::new(tmp.path().join("files"), f.remote.clone());
-        let r = blobs.download(&blob.path(), &blob, 100);
+        let r = down_one(&mut blobs, &blob.path(), &blob, 100);
         assert!(
             matches!(r, Err(BlobError::HashMismatch { ref actual, .. }) if *actual == ContentHash::of(b"evil")),
             "{r:?}"
@@ -1036,14 +1122,14 @@ mod tests {
             tree(blobs.files_dir())
         );
         f.remote.put(&blob.path(), b"good", &Precondition::None).unwrap();
-        let r = blobs.download(&blob.path(), &blob, 3);
+        let r = down_one(&mut blobs, &blob.path(), &blob, 3);
         assert!(matches!(r, Err(BlobError::TooLarge { bytes_max: 3 })), "{r:?}");
         assert!(matches!(
-            blobs.download("missing", &blob, 100),
+            down_one(&mut blobs, "missing", &blob, 100),
             Err(BlobError::Remote(RemoteError::NotFound))
         ));
         assert!(!blobs.local_has(&blob).unwrap());
-        blobs.download(&blob.path(), &blob, 100).unwrap();
+        down_one(&mut blobs, &blob.path(), &blob, 100).unwrap();
         assert_eq!(fs::read(blobs.local_path(&blob)).unwrap(), b"good");
     }
 
@@ -1056,7 +1142,7 @@ mod tests {
         let path = blobs.local_path(&blob);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, b"rot!").unwrap();
-        let r = blobs.upload(&blob, "up");
+        let r = up_one(&mut blobs, &blob);
         assert!(matches!(r, Err(BlobError::HashMismatch { .. })), "{r:?}");
         assert_eq!(blobs.remote_mut().stat("up").unwrap(), None, "nothing published");
     }
@@ -1072,7 +1158,7 @@ mod tests {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(f.outside.join("secret"), &path).unwrap();
         assert!(!blobs.local_has(&blob).unwrap());
-        assert!(matches!(blobs.upload(&blob, "up"), Err(BlobError::LocalMissing(_))));
+        assert!(matches!(up_one(&mut blobs, &blob), Err(BlobError::LocalMissing(_))));
     }
 
     #[test]

@@ -1,66 +1,7 @@
 //! The `davsync` binary end to end: two data folders sharing one folder
 //! remote, driven the way a person or a script would.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use serde_json::Value;
-
-struct Site {
-    root: PathBuf,
-    data: PathBuf,
-    remote: PathBuf,
-}
-
-impl Site {
-    fn new(root: &Path, name: &str) -> Site {
-        Site { root: root.to_path_buf(), data: root.join(name), remote: root.join("remote") }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
-        Command::new(env!("CARGO_BIN_EXE_davsync"))
-            .args(args)
-            .env("DAVSYNC_DATA", &self.data)
-            .env("DAVSYNC_REMOTE", &self.remote)
-            .env_remove("DAVSYNC_DB")
-            .env("XDG_CACHE_HOME", cache)
-            .current_dir(&self.root)
-            .output()
-            .expect("davsync runs")
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "davsync {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).expect("stdout is one JSON document")
-    }
-
-    fn file(&self, name: &str, body: &[u8]) -> String {
-        let p = self.root.join(name);
-        std::fs::write(&p, body).unwrap();
-        p.to_str().unwrap().to_owned()
-    }
-
-    fn row(&self, stable_id: &str) -> Value {
-        let list = self.json(&["ls"]);
-        list.as_array().unwrap().iter().find(|r| r["stable_id"] == stable_id).cloned().expect("row listed")
-    }
-
-    fn content(&self, stable_id: &str) -> Vec<u8> {
-        let row = self.row(stable_id);
-        let id = row["id"].as_str().unwrap();
-        std::fs::read(self.data.join("files").join(&id[..2]).join(format!("{id}.pdf"))).unwrap()
-    }
-}
+use crate::site::Site;
 
 fn two_sites() -> (tempfile::TempDir, Site, Site) {
     let tmp = tempfile::tempdir().unwrap();

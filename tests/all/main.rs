@@ -1,7 +1,13 @@
 //! End-to-end tests across crates, compiled as one test binary of the host
 //! (`host/Cargo.toml`, `[[test]] all`): the component's shape, the component
-//! against the native core, and the `davsync` CLI.
+//! against the native core, and the `davsync` CLI; `servers` starts real WebDAV
+//! servers on 127.0.0.1 (wsgidav, Apache, rclone) for them.
 
+mod api;
 mod cli;
 mod component_shape;
 mod differential;
+mod servers;
+mod servers_smoke;
+mod site;
+mod webdav;

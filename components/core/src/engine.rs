@@ -11,7 +11,10 @@ use crate::lease::Lease;
 use crate::local_state::{self, LocalState};
 use crate::model::{BlobRef, LocalRow, RemoteRow, RowBase, SyncStatus, iso8601_utc};
 use crate::plan::{Action, DecideContext, decide};
-use crate::ports::{Io, LocalCommit, Phase, Precondition, ProgressEvent, RemoteError, RowWrite};
+use crate::ports::{
+    BlobError, DownloadJob, Io, LocalCommit, Phase, Precondition, ProgressEvent, RemoteError, RowWrite,
+    UploadJob,
+};
 use crate::remote_db::RemoteDb;
 use crate::session::{METADATA_DB, Session, TMP_ROOT, VERSION_TXT};
 
@@ -38,7 +41,13 @@ pub fn sync(io: &mut Io<'_>, opts: &SyncOptions) -> Result<SyncSummary, SyncErro
     let mut session = Session::new(opts.remote_retries_max);
     if !opts.force && !state.resync_requested {
         let unsynced = io.local.count_unsynced()?;
-        let remote_version = session.read_version(io)?;
+        // A garbled version.txt here (a server without atomic writes, read
+        // mid-write by another instance) is no reason to skip or to fail:
+        // the sync reads it again under the lease.
+        let remote_version = match session.read_version(io) {
+            Err(SyncError::RemoteCorrupt(_)) => None,
+            other => other?,
+        };
         if unsynced == 0 && state.version.is_some() && remote_version == state.version {
             reporter.report(io, 100, Phase::Done, "already in sync");
             let summary = SyncSummary {
@@ -308,6 +317,44 @@ fn blob_to_publish(step: &Step) -> Option<Result<BlobRef, String>> {
     }
 }
 
+/// Most transfers handed to the host per call. The host may run them several
+/// at a time; between calls the core renews the lease and reports progress.
+const TRANSFER_BATCH_MAX: usize = 64;
+
+/// Sizes transfer batches so that one batch takes at most an eighth of the
+/// lease TTL: a batch cannot be interrupted to renew the lease, so it must
+/// end well inside it. It starts with one transfer, doubles while batches are
+/// quick, and halves when one was slow (slow network, large files).
+struct Batcher {
+    size: usize,
+    budget_ms: i64,
+}
+
+impl Batcher {
+    fn new(lease: &Lease) -> Batcher {
+        Batcher { size: 1, budget_ms: (lease.ttl_ms() / 8).max(1) }
+    }
+
+    /// Splits the next batch off `rest`.
+    fn take<'a, J>(&self, rest: &mut &'a [J]) -> &'a [J] {
+        let (batch, tail) = rest.split_at(self.size.min(rest.len()));
+        *rest = tail;
+        batch
+    }
+
+    fn record(&mut self, elapsed_ms: i64) {
+        if elapsed_ms * 2 <= self.budget_ms {
+            self.size = (self.size * 2).min(TRANSFER_BATCH_MAX);
+        } else if elapsed_ms > self.budget_ms {
+            self.size = (self.size / 2).max(1);
+        }
+    }
+}
+
+/// Up to this many wanted blobs are looked up one `stat` each; more are
+/// looked up by listing their shard folders (one request per folder).
+const STAT_EACH_MAX: usize = 8;
+
 /// Blobs up (SPEC §3 step 5): content the remote lacks goes to a temporary
 /// name, then MOVEs into place, so no reader ever sees a torn blob.
 #[allow(clippy::too_many_arguments)]
@@ -320,76 +367,141 @@ fn upload_blobs(
     transfer: &mut Transfers,
     instance: &str,
 ) -> Result<(), SyncError> {
-    let wanted: Vec<(usize, Result<BlobRef, String>)> =
-        steps.iter().enumerate().filter_map(|(i, s)| blob_to_publish(s).map(|b| (i, b))).collect();
-    let mut published: BTreeMap<BlobRef, Result<(), String>> = BTreeMap::new();
-    let mut folders = BTreeSet::new();
-    let total = wanted.len().max(1);
     let mut failed = BTreeSet::new();
-    for (n, (i, blob)) in wanted.into_iter().enumerate() {
-        let id = step_id(&steps[i]);
-        let blob = match blob {
-            Ok(b) => b,
-            Err(why) => {
-                transfer.fail(&id, why);
+    // Each distinct blob once, with the steps that need it.
+    let mut needed: BTreeMap<BlobRef, Vec<usize>> = BTreeMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        match blob_to_publish(step) {
+            None => {}
+            Some(Ok(blob)) => needed.entry(blob).or_default().push(i),
+            Some(Err(why)) => {
+                transfer.fail(&step_id(step), why);
                 failed.insert(i);
-                continue;
             }
-        };
-        let result = match published.get(&blob) {
-            Some(r) => r.clone(),
-            None => {
-                lease.keep_alive(session, io)?;
-                let progress = (reporter as &mut Reporter, 25 + (35 * n / total) as u8);
-                let r = publish_blob(io, session, &blob, instance, &mut folders, transfer, progress)?;
-                published.insert(blob.clone(), r.clone());
-                r
+        }
+    }
+    if needed.is_empty() {
+        drop_steps(steps, &failed);
+        return Ok(());
+    }
+    reporter.report(io, 25, Phase::Upload, &format!("checking {} on the remote", files(needed.len())));
+    let wanted: Vec<&BlobRef> = needed.keys().collect();
+    let presence = remote_presence(io, session, lease, &wanted)?;
+
+    let tmp = tmp_dir(instance);
+    let mut jobs = Vec::new();
+    for (blob, users) in &needed {
+        if presence.blobs.contains(blob) {
+            continue;
+        }
+        if !io.blobs.local_has(blob).map_err(|e| SyncError::Invalid(e.to_string()))? {
+            for &i in users {
+                let why = format!("local content {} is missing; it cannot be uploaded", blob.hash);
+                transfer.fail(&step_id(&steps[i]), why);
+                failed.insert(i);
             }
-        };
-        if let Err(why) = result {
-            transfer.fail(&id, why);
-            failed.insert(i);
+            continue;
+        }
+        let temp_path = format!("{tmp}/{}{}", blob.hash, blob.ext);
+        jobs.push(UploadJob { blob: blob.clone(), temp_path, final_path: blob.path() });
+    }
+    if !jobs.is_empty() {
+        let shards: BTreeSet<&str> = jobs.iter().map(|j| j.blob.shard()).collect();
+        let folders = [TMP_ROOT, tmp.as_str()]
+            .into_iter()
+            .chain(shards.into_iter().filter(|s| !presence.folders.contains(*s)));
+        for folder in folders {
+            session.ensure_collection(io, folder)?;
+        }
+    }
+    let total = jobs.len();
+    let (mut batcher, mut rest, mut done) = (Batcher::new(lease), &jobs[..], 0);
+    while !rest.is_empty() {
+        let chunk = batcher.take(&mut rest);
+        lease.keep_alive(session, io)?;
+        let pct = 25 + (35 * done / total) as u8;
+        let started = io.clock.now_ms();
+        reporter.report(
+            io,
+            pct,
+            Phase::Upload,
+            &format!("uploading {} ({done} of {total} done)", files(chunk.len())),
+        );
+        let results = session.call_batch(io, chunk, |io, jobs| io.blobs.upload(jobs))?;
+        batcher.record(io.clock.now_ms() - started);
+        done += chunk.len();
+        for (job, result) in chunk.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    transfer.uploaded += 1;
+                    reporter.report(io, pct, Phase::Upload, &format!("uploaded {}", job.final_path));
+                }
+                Err(BlobError::Remote(e)) => return Err(e.into()),
+                Err(e) => {
+                    for &i in &needed[&job.blob] {
+                        transfer
+                            .fail(&step_id(&steps[i]), format!("upload of {} failed: {e}", job.final_path));
+                        failed.insert(i);
+                    }
+                }
+            }
         }
     }
     drop_steps(steps, &failed);
     Ok(())
 }
 
-/// Makes sure the remote holds `blob`. `Ok(Err(_))` is a per-file failure;
-/// `Err(_)` stops the sync (the remote itself is failing). Progress is
-/// reported only when bytes actually move.
-fn publish_blob(
+/// "1 file", "2 files".
+fn files(n: usize) -> String {
+    if n == 1 { "1 file".to_owned() } else { format!("{n} files") }
+}
+
+/// What the remote already holds of the blobs a sync wants to publish.
+#[derive(Default)]
+struct Presence {
+    /// Blobs present at their final path.
+    blobs: BTreeSet<BlobRef>,
+    /// Shard folders known to exist.
+    folders: BTreeSet<String>,
+}
+
+/// Looks the wanted blobs up: a `stat` each when there are few, otherwise
+/// one listing per shard folder, so a first sync of many files costs one
+/// request per folder rather than one per file.
+fn remote_presence(
     io: &mut Io<'_>,
     session: &mut Session,
-    blob: &BlobRef,
-    instance: &str,
-    folders: &mut BTreeSet<String>,
-    transfer: &mut Transfers,
-    (reporter, pct): (&mut Reporter, u8),
-) -> Result<Result<(), String>, SyncError> {
-    let path = blob.path();
-    if session.call(io, |io| io.remote.stat(&path))?.is_some_and(|s| !s.is_collection) {
-        return Ok(Ok(()));
+    lease: &mut Lease,
+    wanted: &[&BlobRef],
+) -> Result<Presence, SyncError> {
+    let mut presence = Presence::default();
+    if wanted.len() <= STAT_EACH_MAX {
+        for blob in wanted {
+            let path = blob.path();
+            if session.call(io, |io| io.remote.stat(&path))?.is_some_and(|s| !s.is_collection) {
+                presence.blobs.insert((*blob).clone());
+                presence.folders.insert(blob.shard().to_owned());
+            }
+        }
+        return Ok(presence);
     }
-    reporter.report(io, pct, Phase::Upload, &format!("uploading {path}"));
-    if !io.blobs.local_has(blob).map_err(|e| SyncError::Invalid(e.to_string()))? {
-        return Ok(Err(format!("local content {} is missing; it cannot be uploaded", blob.hash)));
+    let mut by_shard: BTreeMap<&str, Vec<&BlobRef>> = BTreeMap::new();
+    for blob in wanted {
+        by_shard.entry(blob.shard()).or_default().push(blob);
     }
-    let tmp = tmp_dir(instance);
-    for folder in [TMP_ROOT.to_owned(), tmp.clone(), blob.shard().to_owned()] {
-        if folders.insert(folder.clone()) {
-            session.ensure_collection(io, &folder)?;
+    for (shard, blobs) in by_shard {
+        lease.keep_alive(session, io)?;
+        let Some(entries) = session.call(io, |io| io.remote.list(shard))? else { continue };
+        presence.folders.insert(shard.to_owned());
+        let files: BTreeSet<&str> =
+            entries.iter().filter(|e| !e.stat.is_collection).map(|e| e.name.as_str()).collect();
+        for blob in blobs {
+            if files.contains(format!("{}{}", blob.hash, blob.ext).as_str()) {
+                presence.blobs.insert(blob.clone());
+            }
         }
     }
-    let tmp_path = format!("{tmp}/{}{}", blob.hash, blob.ext);
-    match session.call(io, |io| io.blobs.upload(blob, &tmp_path)) {
-        Ok(()) => {}
-        Err(crate::ports::BlobError::Remote(e)) => return Err(e.into()),
-        Err(e) => return Ok(Err(format!("upload of {path} failed: {e}"))),
-    }
-    session.call(io, |io| io.remote.move_to(&tmp_path, &path, true))?;
-    transfer.uploaded += 1;
-    Ok(Ok(()))
+    Ok(presence)
 }
 
 /// The blob a step needs present locally (a live row the local side takes).
@@ -414,35 +526,61 @@ fn download_blobs(
     steps: &mut Vec<Step>,
     transfer: &mut Transfers,
 ) -> Result<(), SyncError> {
-    let total = steps.len().max(1);
-    let mut fetched: BTreeMap<BlobRef, Result<(), String>> = BTreeMap::new();
     let mut failed = BTreeSet::new();
+    let mut needed: BTreeMap<BlobRef, Vec<usize>> = BTreeMap::new();
     for (i, step) in steps.iter().enumerate() {
-        let Some(blob) = blob_to_fetch(step) else { continue };
-        let id = step_id(step);
-        let result = match blob {
-            Err(why) => Err(why),
-            Ok(blob) => match fetched.get(&blob) {
-                Some(r) => r.clone(),
-                None => {
-                    let r = fetch_blob(
-                        io,
-                        opts,
-                        session,
-                        lease,
-                        reporter,
-                        &blob,
-                        60 + (30 * i / total) as u8,
-                        transfer,
-                    )?;
-                    fetched.insert(blob, r.clone());
-                    r
+        match blob_to_fetch(step) {
+            None => {}
+            Some(Ok(blob)) => needed.entry(blob).or_default().push(i),
+            Some(Err(why)) => {
+                transfer.fail(&step_id(step), why);
+                failed.insert(i);
+            }
+        }
+    }
+    let mut jobs = Vec::new();
+    for blob in needed.keys() {
+        if !io.blobs.local_has(blob).map_err(|e| SyncError::Invalid(e.to_string()))? {
+            jobs.push(DownloadJob { remote_path: blob.path(), blob: blob.clone() });
+        }
+    }
+    let total = jobs.len();
+    let (mut batcher, mut rest, mut done) = (Batcher::new(lease), &jobs[..], 0);
+    while !rest.is_empty() {
+        let chunk = batcher.take(&mut rest);
+        lease.keep_alive(session, io)?;
+        let pct = 60 + (30 * done / total) as u8;
+        let started = io.clock.now_ms();
+        reporter.report(
+            io,
+            pct,
+            Phase::Download,
+            &format!("downloading {} ({done} of {total} done)", files(chunk.len())),
+        );
+        let results =
+            session.call_batch(io, chunk, |io, jobs| io.blobs.download(jobs, opts.blob_bytes_max))?;
+        batcher.record(io.clock.now_ms() - started);
+        done += chunk.len();
+        for (job, result) in chunk.iter().zip(results) {
+            let path = &job.remote_path;
+            let why = match result {
+                Ok(()) => {
+                    transfer.downloaded += 1;
+                    reporter.report(io, pct, Phase::Download, &format!("downloaded {path}"));
+                    continue;
                 }
-            },
-        };
-        if let Err(why) = result {
-            transfer.fail(&id, why);
-            failed.insert(i);
+                Err(BlobError::Remote(RemoteError::NotFound)) => {
+                    format!("blob {path} is missing on the remote")
+                }
+                Err(BlobError::Remote(e)) if !matches!(e, RemoteError::TooLarge { .. }) => {
+                    return Err(e.into());
+                }
+                Err(e) => format!("download of {path} refused: {e}"),
+            };
+            for &i in &needed[&job.blob] {
+                transfer.fail(&step_id(&steps[i]), why.clone());
+                failed.insert(i);
+            }
         }
     }
     drop_steps(steps, &failed);
@@ -455,38 +593,6 @@ fn step_id(step: &Step) -> String {
         .map(|l| l.stable_id.clone())
         .or_else(|| step.remote.as_ref().map(|r| r.stable_id.clone()))
         .unwrap_or_default()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn fetch_blob(
-    io: &mut Io<'_>,
-    opts: &SyncOptions,
-    session: &mut Session,
-    lease: &mut Lease,
-    reporter: &mut Reporter,
-    blob: &BlobRef,
-    pct: u8,
-    transfer: &mut Transfers,
-) -> Result<Result<(), String>, SyncError> {
-    if io.blobs.local_has(blob).map_err(|e| SyncError::Invalid(e.to_string()))? {
-        return Ok(Ok(()));
-    }
-    lease.keep_alive(session, io)?;
-    let path = blob.path();
-    reporter.report(io, pct, Phase::Download, &format!("downloading {path}"));
-    match session.call(io, |io| io.blobs.download(&path, blob, opts.blob_bytes_max)) {
-        Ok(()) => {
-            transfer.downloaded += 1;
-            Ok(Ok(()))
-        }
-        Err(crate::ports::BlobError::Remote(RemoteError::NotFound)) => {
-            Ok(Err(format!("blob {path} is missing on the remote")))
-        }
-        Err(crate::ports::BlobError::Remote(e)) if !matches!(e, RemoteError::TooLarge { .. }) => {
-            Err(e.into())
-        }
-        Err(e) => Ok(Err(format!("download of {path} refused: {e}"))),
-    }
 }
 
 /// Removes the steps at `indices` (their files wait for the next sync).

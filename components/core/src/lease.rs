@@ -1,8 +1,11 @@
 //! The sync lock: a lease on the remote, judged by the server's clock.
 //!
-//! Acquire = `MKCOL version.txt.lock` (the create-if-absent primitive every
-//! WebDAV server honours, unlike `If-None-Match: *`), then write
-//! `version.txt.lock/lease.json` naming the holder. The lease expires
+//! Acquire = `MKCOL version.txt.lock` (create-if-absent on most servers,
+//! unlike `If-None-Match: *`), then write `version.txt.lock/lease.json`
+//! naming the holder, then read it back: only a lease that reads back as ours
+//! is ours. The read-back matters where MKCOL is not exclusive (rclone
+//! answers 201 to MKCOL on an existing collection): of two racing writers,
+//! the one whose lease file was overwritten sees the other's and waits. The lease expires
 //! `ttl_ms` after the lease file was last written, by the server's
 //! `getlastmodified`, so no two machines' wall clocks are ever compared. A
 //! long sync renews by rewriting the file; before every commit write the
@@ -79,10 +82,25 @@ impl Lease {
         let wait_started = io.clock.now_ms();
         let mut first_seen: Option<(Option<String>, i64)> = None;
         loop {
-            match session.call(io, |io| io.remote.mkcol(LOCK_DIR)) {
-                Ok(()) => return Lease::write_record(session, io, record),
-                Err(RemoteError::AlreadyExists) => {}
+            let created = match session.call(io, |io| io.remote.mkcol(LOCK_DIR)) {
+                Ok(()) => true,
+                Err(RemoteError::AlreadyExists) => false,
                 Err(e) => return Err(e.into()),
+            };
+            // Some servers (rclone) answer MKCOL on an existing collection
+            // with success, so a "created" lock may already hold a lease;
+            // and two writers may race to write theirs. Only a lease file
+            // that reads back as ours is ours.
+            if created && read_lease(session, io)?.is_none() {
+                match Lease::write_record(session, io, record.clone()) {
+                    Ok(lease) if read_lease(session, io)?.as_ref() == Some(&lease.record) => {
+                        return Ok(lease);
+                    }
+                    Ok(_) => {} // another writer's lease replaced ours: it holds the lock
+                    // The lock was released under us: try again.
+                    Err(SyncError::Remote(RemoteError::NotFound | RemoteError::ParentMissing)) => continue,
+                    Err(e) => return Err(e),
+                }
             }
             let Some(holder) = read_holder(session, io, opts, &mut first_seen)? else {
                 continue; // released between our MKCOL and our look
@@ -109,16 +127,20 @@ impl Lease {
     fn write_record(session: &mut Session, io: &mut Io<'_>, record: LeaseRecord) -> Result<Lease, SyncError> {
         let body = serde_json::to_vec(&record).expect("lease record serializes");
         let put = session.call(io, |io| io.remote.put(LEASE_FILE, &body, &Precondition::None));
-        if let Err(e) = put {
-            // Do not leave a lock behind that nobody can name.
-            let _ = session.remove(io, LOCK_DIR);
-            return Err(e.into());
+        match put {
+            Ok(_) => {}
+            Err(e @ (RemoteError::NotFound | RemoteError::ParentMissing)) => return Err(e.into()),
+            Err(e) => {
+                // Do not leave a lock behind that nobody can name.
+                let _ = session.remove(io, LOCK_DIR);
+                return Err(e.into());
+            }
         }
         let renewed_at_ms = session.server_now_ms(io);
         Ok(Lease { record, renewed_at_ms })
     }
 
-    fn ttl_ms(&self) -> i64 {
+    pub(crate) fn ttl_ms(&self) -> i64 {
         self.record.ttl_ms as i64
     }
 
@@ -147,11 +169,26 @@ impl Lease {
     }
 
     fn verify_and_renew(&mut self, session: &mut Session, io: &mut Io<'_>) -> Result<(), SyncError> {
+        // An expired lease may be broken and taken by another instance
+        // between our read and our write: renewing it would overwrite the new
+        // holder's lease (and let two instances commit). Take it anew instead.
+        if self.expired(session, io) {
+            return Err(SyncError::LeaseLost);
+        }
         self.verify(session, io)?;
         let body = serde_json::to_vec(&self.record).expect("lease record serializes");
         session.call(io, |io| io.remote.put(LEASE_FILE, &body, &Precondition::None))?;
+        // The same if it expired while the renewal was on its way.
+        if self.expired(session, io) {
+            return Err(SyncError::LeaseLost);
+        }
         self.renewed_at_ms = session.server_now_ms(io);
         Ok(())
+    }
+
+    /// Has the lease run out, by the server's clock?
+    fn expired(&self, session: &Session, io: &mut Io<'_>) -> bool {
+        self.renewed_at_ms + self.ttl_ms() <= session.server_now_ms(io)
     }
 
     /// Releases the lock if it is still ours. Errors are returned for

@@ -14,13 +14,14 @@
 //!   injection ([`Fault`]); [`MemBlobs`] moves blobs through such a client.
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use crate::model::{BlobRef, ContentHash, FileMeta, LocalRow, RowBase, SyncStatus};
 use crate::ports::{
-    ApplyOutcome, BlobError, BlobTransfer, Clock, Fetched, LocalCommit, LocalError, LocalStore, Precondition,
-    Progress, ProgressEvent, Random, RemoteError, RemoteStat, RemoteTransport,
+    ApplyOutcome, BlobError, BlobTransfer, Clock, DownloadJob, Fetched, LocalCommit, LocalError, LocalStore,
+    Precondition, Progress, ProgressEvent, Random, RemoteEntry, RemoteError, RemoteStat, RemoteTransport,
+    UploadJob, put_and_move,
 };
 
 // ---------------------------------------------------------------------------
@@ -396,8 +397,15 @@ pub enum ServerProfile {
     /// a write the file's ETag is weak (`W/"…"`), and `If-Match` (a strong
     /// comparison) then fails with 412 even with the ETag just read.
     WeakEtagAfterWrite,
-    /// rclone `serve webdav`: ignores both headers; writes always succeed.
+    /// rclone `serve webdav` (1.60, measured): ignores both headers, so
+    /// writes always succeed, and answers MKCOL on an existing collection
+    /// with success: it has no create-if-absent primitive at all.
     IgnoresConditionals,
+    /// Nextcloud-like file locking: honours conditions, but while a PUT to a
+    /// path is in flight (between [`MemServer::begin_write`] and
+    /// [`MemServer::end_write`]) every GET, PUT, DELETE or MOVE of that path
+    /// answers `423 Locked`.
+    LocksWhileWriting,
 }
 
 /// One stored file.
@@ -436,6 +444,8 @@ pub struct MemServer {
     collections: BTreeMap<String, i64>,
     etag_counter: u64,
     log: Vec<String>,
+    /// Paths with a PUT in flight ([`ServerProfile::LocksWhileWriting`]).
+    writing: BTreeSet<String>,
 }
 
 impl MemServer {
@@ -448,6 +458,7 @@ impl MemServer {
             collections: BTreeMap::new(),
             etag_counter: 0,
             log: Vec::new(),
+            writing: BTreeSet::new(),
         }
     }
 
@@ -523,6 +534,25 @@ impl MemServer {
     /// `stat` is `PROPFIND`).
     pub fn op_log(&self) -> &[String] {
         &self.log
+    }
+
+    /// A PUT to `path` starts arriving: until [`MemServer::end_write`], the
+    /// path is locked under [`ServerProfile::LocksWhileWriting`] (other
+    /// profiles ignore this). False if a write to `path` is already in flight.
+    pub fn begin_write(&mut self, path: &str) -> bool {
+        self.writing.insert(path.to_owned())
+    }
+
+    /// The PUT to `path` finished or was aborted.
+    pub fn end_write(&mut self, path: &str) {
+        self.writing.remove(path);
+    }
+
+    /// `423` for a request touching a path that is being written.
+    fn check_unlocked(&self, paths: &[&str]) -> Result<(), RemoteError> {
+        let locked = self.profile == ServerProfile::LocksWhileWriting
+            && paths.iter().any(|p| self.writing.contains(*p));
+        if locked { Err(RemoteError::Locked) } else { Ok(()) }
     }
 
     /// The server clock (its `Date`).
@@ -652,6 +682,7 @@ impl RemoteTransport for MemServer {
     fn get(&mut self, path: &str, bytes_max: u64) -> Result<Fetched, RemoteError> {
         self.record(format!("GET {path}"));
         check_path(path)?;
+        self.check_unlocked(&[path])?;
         if self.collections.contains_key(path) {
             return Err(not_allowed("GET", path));
         }
@@ -670,6 +701,7 @@ impl RemoteTransport for MemServer {
     ) -> Result<Option<String>, RemoteError> {
         self.record(format!("PUT {path}"));
         check_path(path)?;
+        self.check_unlocked(&[path])?;
         if self.collections.contains_key(path) {
             return Err(not_allowed("PUT", path));
         }
@@ -686,12 +718,16 @@ impl RemoteTransport for MemServer {
     fn delete(&mut self, path: &str) -> Result<(), RemoteError> {
         self.record(format!("DELETE {path}"));
         check_path(path)?;
+        self.check_unlocked(&[path])?;
         if self.remove_tree(path) { Ok(()) } else { Err(RemoteError::NotFound) }
     }
 
     fn mkcol(&mut self, path: &str) -> Result<(), RemoteError> {
         self.record(format!("MKCOL {path}"));
         check_path(path)?;
+        if self.profile == ServerProfile::IgnoresConditionals && self.collections.contains_key(path) {
+            return Ok(());
+        }
         if self.exists(path) {
             return Err(RemoteError::AlreadyExists);
         }
@@ -708,6 +744,7 @@ impl RemoteTransport for MemServer {
         self.record(format!("MOVE {from} {to}"));
         check_path(from)?;
         check_path(to)?;
+        self.check_unlocked(&[from, to])?;
         if !self.exists(from) {
             return Err(RemoteError::NotFound);
         }
@@ -745,9 +782,48 @@ impl RemoteTransport for MemServer {
         Ok(self.collections.get(path).map(|t| collection_stat(Some(*t))))
     }
 
+    fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError> {
+        self.record(format!("PROPFIND1 {path}"));
+        if !path.is_empty() {
+            check_path(path)?;
+            if self.files.contains_key(path) {
+                return Err(RemoteError::Protocol {
+                    status: 400,
+                    message: format!("{path} is not a collection"),
+                });
+            }
+            if !self.collections.contains_key(path) {
+                return Ok(None);
+            }
+        }
+        let mut children = Vec::new();
+        for (child, entry) in &self.files {
+            if parent_of(child) == path {
+                let stat = RemoteStat {
+                    size: entry.bytes.len() as u64,
+                    etag: Some(self.etag_of(entry)),
+                    modified_ms: Some(entry.modified_ms),
+                    is_collection: false,
+                };
+                children.push(RemoteEntry { name: name_of(child).to_owned(), stat });
+            }
+        }
+        for (child, t) in &self.collections {
+            if parent_of(child) == path {
+                children
+                    .push(RemoteEntry { name: name_of(child).to_owned(), stat: collection_stat(Some(*t)) });
+            }
+        }
+        Ok(Some(children))
+    }
+
     fn server_time_ms(&mut self) -> Option<i64> {
         Some(self.now_ms())
     }
+}
+
+fn name_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(_, name)| name)
 }
 
 fn collection_stat(modified_ms: Option<i64>) -> RemoteStat {
@@ -994,6 +1070,10 @@ impl RemoteTransport for MemRemoteClient {
         self.call("PROPFIND", &[path], |s| s.stat(path))
     }
 
+    fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError> {
+        self.call("PROPFIND", &[path], |s| s.list(path))
+    }
+
     fn server_time_ms(&mut self) -> Option<i64> {
         self.state.borrow().server_time_ms
     }
@@ -1035,22 +1115,29 @@ impl BlobTransfer for MemBlobs {
     }
 
     /// A local file whose bytes do not match its name is refused: uploading
-    /// it would put corrupt content at a content-addressed path.
-    fn upload(&mut self, blob: &BlobRef, remote_path: &str) -> Result<(), BlobError> {
-        let bytes = self.files.get(blob).ok_or_else(|| BlobError::LocalMissing(blob.path()))?;
-        check_hash(blob, &bytes)?;
-        self.remote.put(remote_path, &bytes, &Precondition::None)?;
-        Ok(())
+    /// it would put corrupt content at a content-addressed path. Jobs run one
+    /// after the other, so the client's fault plan sees every request.
+    fn upload(&mut self, jobs: &[UploadJob]) -> Vec<Result<(), BlobError>> {
+        jobs.iter()
+            .map(|job| {
+                let bytes =
+                    self.files.get(&job.blob).ok_or_else(|| BlobError::LocalMissing(job.blob.path()))?;
+                check_hash(&job.blob, &bytes)?;
+                Ok(put_and_move(&mut self.remote, job, &bytes)?)
+            })
+            .collect()
     }
 
-    fn download(&mut self, remote_path: &str, blob: &BlobRef, bytes_max: u64) -> Result<(), BlobError> {
-        let fetched = self.remote.get(remote_path, bytes_max).map_err(|e| match e {
-            RemoteError::TooLarge { bytes_max } => BlobError::TooLarge { bytes_max },
-            other => BlobError::Remote(other),
-        })?;
-        check_hash(blob, &fetched.bytes)?;
-        self.files.put(blob, &fetched.bytes);
-        Ok(())
+    fn download(&mut self, jobs: &[DownloadJob], bytes_max: u64) -> Vec<Result<(), BlobError>> {
+        jobs.iter()
+            .map(|job| {
+                let fetched =
+                    self.remote.get(&job.remote_path, bytes_max).map_err(BlobError::from_download)?;
+                check_hash(&job.blob, &fetched.bytes)?;
+                self.files.put(&job.blob, &fetched.bytes);
+                Ok(())
+            })
+            .collect()
     }
 
     fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError> {
@@ -1254,11 +1341,16 @@ mod tests {
     }
 
     #[test]
-    fn mkcol_twice_is_already_exists_under_every_profile() {
+    fn mkcol_twice_is_already_exists_except_where_rclone_says_created() {
         for profile in PROFILES {
             let (_, remote, mut c) = setup(profile);
             c.mkcol("version.txt.lock").unwrap();
-            assert_eq!(c.mkcol("version.txt.lock"), Err(RemoteError::AlreadyExists), "{profile:?}");
+            let again = if profile == ServerProfile::IgnoresConditionals {
+                Ok(())
+            } else {
+                Err(RemoteError::AlreadyExists)
+            };
+            assert_eq!(c.mkcol("version.txt.lock"), again, "{profile:?}");
             c.put("f", b"x", &Precondition::None).unwrap();
             assert_eq!(c.mkcol("f"), Err(RemoteError::AlreadyExists), "{profile:?}");
             assert_eq!(remote.server().collections(), vec!["version.txt.lock".to_string()]);
@@ -1309,6 +1401,27 @@ mod tests {
         let new = c.put("metadata.db", b"v2", &Precondition::IfMatch(read)).unwrap().unwrap();
         assert!(new.starts_with("W/"), "just written again: {new}");
         assert_eq!(remote.read("metadata.db").unwrap(), b"v2");
+    }
+
+    #[test]
+    fn a_path_being_written_answers_423_only_under_locks_while_writing() {
+        for (profile, locks) in [(ServerProfile::LocksWhileWriting, true), (ServerProfile::Strict, false)] {
+            let (_, remote, mut c) = setup(profile);
+            c.put("metadata.db", b"v1", &Precondition::None).unwrap();
+            assert!(remote.server_mut().begin_write("metadata.db"));
+            assert!(!remote.server_mut().begin_write("metadata.db"), "one write at a time");
+            let locked = |r: bool| if r && locks { Err(RemoteError::Locked) } else { Ok(()) };
+            assert_eq!(c.get("metadata.db", 10).map(|_| ()), locked(true), "{profile:?}");
+            assert_eq!(c.put("metadata.db", b"x", &Precondition::None).map(|_| ()), locked(true));
+            assert_eq!(c.move_to("metadata.db", "m2", false), locked(true));
+            if locks {
+                assert_eq!(c.delete("metadata.db"), Err(RemoteError::Locked));
+                assert!(c.stat("metadata.db").unwrap().is_some(), "PROPFIND is never locked");
+                assert_eq!(c.get("version.txt", 10), Err(RemoteError::NotFound), "other paths are free");
+                remote.server_mut().end_write("metadata.db");
+                assert_eq!(c.get("metadata.db", 10).unwrap().bytes, b"v1");
+            }
+        }
     }
 
     #[test]
@@ -1475,36 +1588,68 @@ mod tests {
         let files = LocalFiles::new();
         let mut blobs = MemBlobs::new(files.clone(), c);
         let blob = BlobRef::new(ContentHash::of(b"good"), "pdf").unwrap();
+        let job = [DownloadJob { remote_path: blob.path(), blob: blob.clone() }];
         remote.write_raw(&blob.path(), b"evil");
-        let r = blobs.download(&blob.path(), &blob, 100);
-        assert!(matches!(r, Err(BlobError::HashMismatch { .. })), "{r:?}");
+        let r = blobs.download(&job, 100);
+        assert!(matches!(r[..], [Err(BlobError::HashMismatch { .. })]), "{r:?}");
         assert!(files.is_empty());
         assert!(!blobs.local_has(&blob).unwrap());
         remote.write_raw(&blob.path(), b"good");
-        let r = blobs.download(&blob.path(), &blob, 3);
-        assert!(matches!(r, Err(BlobError::TooLarge { bytes_max: 3 })), "{r:?}");
-        blobs.download(&blob.path(), &blob, 100).unwrap();
+        let r = blobs.download(&job, 3);
+        assert!(matches!(r[..], [Err(BlobError::TooLarge { bytes_max: 3 })]), "{r:?}");
+        assert_eq!(blobs.download(&job, 100), vec![Ok(())]);
         assert_eq!(files.get(&blob).unwrap(), b"good");
     }
 
     #[test]
-    fn blob_upload_goes_through_the_client_and_its_faults() {
+    fn blob_upload_puts_moves_and_goes_through_the_client_and_its_faults() {
         let (_, remote, c) = setup(ServerProfile::Strict);
+        c.clone().mkcol("tmp").unwrap();
+        c.clone().mkcol("ab").unwrap();
         let files = LocalFiles::new();
         let mut blobs = MemBlobs::new(files.clone(), c.clone());
         let blob = BlobRef::new(ContentHash::of(b"data"), "tei").unwrap();
-        assert!(matches!(blobs.upload(&blob, "up"), Err(BlobError::LocalMissing(_))));
+        let job =
+            |to: &str| UploadJob { blob: blob.clone(), temp_path: "tmp/up".into(), final_path: to.into() };
+        assert!(matches!(blobs.upload(&[job("ab/x")])[..], [Err(BlobError::LocalMissing(_))]));
         files.put(&blob, b"data");
         c.inject(c.ops(), Fault::Fail(RemoteError::Unavailable("503".into())));
-        assert!(matches!(blobs.upload(&blob, "up"), Err(BlobError::Remote(_))));
-        blobs.upload(&blob, "up").unwrap();
-        assert_eq!(remote.read("up").unwrap(), b"data");
-        assert_eq!(c.ops(), 2, "clones count together");
+        assert!(matches!(blobs.upload(&[job("ab/x")])[..], [Err(BlobError::Remote(_))]));
+        // A MOVE whose answer was lost is a transient failure; the retry
+        // (the core's) finds the blob in place and succeeds.
+        c.inject(c.ops() + 1, Fault::LostResponse);
+        assert!(matches!(
+            blobs.upload(&[job("ab/x")])[..],
+            [Err(BlobError::Remote(RemoteError::Unavailable(_)))]
+        ));
+        assert_eq!(remote.read("ab/x").unwrap(), b"data");
+        assert_eq!(blobs.upload(&[job("ab/x")]), vec![Ok(())]);
+        assert_eq!(remote.read("ab/x").unwrap(), b"data");
+        assert!(!remote.exists("tmp/up"), "the temporary file was moved");
         files.put(&blob, b"rot");
-        assert!(matches!(blobs.upload(&blob, "up2"), Err(BlobError::HashMismatch { .. })));
+        assert!(matches!(blobs.upload(&[job("ab/y")])[..], [Err(BlobError::HashMismatch { .. })]));
+        assert!(!remote.exists("ab/y"));
         blobs.remove_local(&blob).unwrap();
         blobs.remove_local(&blob).unwrap();
         assert!(!blobs.local_has(&blob).unwrap());
+    }
+
+    #[test]
+    fn list_names_direct_children_or_none() {
+        let (_, remote, mut c) = setup(ServerProfile::Strict);
+        assert_eq!(c.list("ab").unwrap(), None);
+        remote.write_raw("ab/f1", b"1");
+        remote.write_raw("ab/sub/f2", b"22");
+        let names: Vec<(String, bool, u64)> = c
+            .list("ab")
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.stat.is_collection, e.stat.size))
+            .collect();
+        assert_eq!(names, vec![("f1".to_owned(), false, 1), ("sub".to_owned(), true, 0)]);
+        assert!(c.list("ab/f1").is_err(), "a file is not a collection");
+        assert!(c.list("").unwrap().unwrap().iter().any(|e| e.name == "ab"));
     }
 
     #[test]

@@ -139,7 +139,13 @@ fn decide_concurrent(l: &LocalRow, r: &RemoteRow, base: Option<i64>, ctx: &Decid
     // Metadata changed on both sides (content on at most one): last write
     // wins per file by HLC; content follows the side that changed it.
     let mine = local_stamp(l, ctx);
-    let meta_winner: &FileMeta = if mine > r.hlc { &l.meta } else { &r.meta };
+    // A tie is this instance's own push of an earlier state, stamped from the
+    // same clock state and wall-clock millisecond (a retried attempt, or a
+    // crash before the local commit); a merge's stamp is always strictly
+    // later. The pending local row differs from it, so it was edited after
+    // that push was prepared: it is the later write.
+    let local_later = mine >= r.hlc;
+    let meta_winner: &FileMeta = if local_later { &l.meta } else { &r.meta };
     let (id, file_size) = if local_content && l.id != r.id {
         (l.id.clone(), l.meta.file_size)
     } else {
@@ -151,7 +157,7 @@ fn decide_concurrent(l: &LocalRow, r: &RemoteRow, base: Option<i64>, ctx: &Decid
     if r.same_state_as(&merged) {
         return Action::Pull(r.clone());
     }
-    let stamp = if mine > r.hlc { mine } else { r.hlc.clone() };
+    let stamp = if local_later { mine } else { r.hlc.clone() };
     // The merged state is a new write: stamp it after both inputs.
     let mut clock = HlcClock::new(ctx.instance, Some(&stamp));
     let stamp = clock.tick(stamp.physical_ms);

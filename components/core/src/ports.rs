@@ -73,6 +73,16 @@ pub struct RemoteStat {
     pub is_collection: bool,
 }
 
+/// One child of a listed collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEntry {
+    /// The child's name (one path segment, as the server spelled it;
+    /// untrusted: the core only compares it with names it built itself).
+    pub name: String,
+    /// Its properties.
+    pub stat: RemoteStat,
+}
+
 /// A fetched body with its ETag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -116,6 +126,10 @@ pub trait RemoteTransport {
     fn move_to(&mut self, from: &str, to: &str, overwrite: bool) -> Result<(), RemoteError>;
     /// Properties of `path`, or `None` when it does not exist.
     fn stat(&mut self, path: &str) -> Result<Option<RemoteStat>, RemoteError>;
+    /// The children of the collection `path` (WebDAV `PROPFIND Depth: 1`),
+    /// or `None` when it does not exist. One request instead of a `stat`
+    /// per child.
+    fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError>;
     /// The server's clock (its `Date` header) as of the most recent response,
     /// in ms since the Unix epoch; `None` before any response carried one.
     fn server_time_ms(&mut self) -> Option<i64>;
@@ -150,19 +164,77 @@ pub enum BlobError {
     LocalIo(String),
 }
 
+/// One blob to publish: PUT the local bytes to `temp_path`, then MOVE them
+/// to `final_path`, replacing whatever is there (the same content: paths are
+/// content addressed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadJob {
+    /// The local blob.
+    pub blob: BlobRef,
+    /// Where the bytes go first (inside this instance's temporary folder).
+    pub temp_path: String,
+    /// Where they end up.
+    pub final_path: String,
+}
+
+/// One blob to fetch from `remote_path` into the local data folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadJob {
+    /// The remote file.
+    pub remote_path: String,
+    /// The blob it must be (its hash is verified).
+    pub blob: BlobRef,
+}
+
+/// The MOVE step of an [`UploadJob`], tolerant of a lost response: when the
+/// source is gone and the destination holds a file, an earlier attempt of
+/// this MOVE went through.
+pub fn move_into_place(remote: &mut dyn RemoteTransport, job: &UploadJob) -> Result<(), RemoteError> {
+    match remote.move_to(&job.temp_path, &job.final_path, true) {
+        Err(RemoteError::NotFound) if remote.stat(&job.final_path)?.is_some_and(|s| !s.is_collection) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// An [`UploadJob`] for a blob already in memory: PUT, then
+/// [`move_into_place`]. The in-memory and folder movers use it.
+pub fn put_and_move(
+    remote: &mut dyn RemoteTransport,
+    job: &UploadJob,
+    bytes: &[u8],
+) -> Result<(), RemoteError> {
+    remote.put(&job.temp_path, bytes, &Precondition::None)?;
+    move_into_place(remote, job)
+}
+
+impl BlobError {
+    /// A failed GET of a blob: a body over the limit is the blob's fault
+    /// ([`BlobError::TooLarge`]), anything else the remote's.
+    pub fn from_download(e: RemoteError) -> BlobError {
+        match e {
+            RemoteError::TooLarge { bytes_max } => BlobError::TooLarge { bytes_max },
+            other => BlobError::Remote(other),
+        }
+    }
+}
+
 /// Blob transfer (WIT `blobs`): the host moves bytes between the local data
 /// folder and the remote and verifies hashes, so file contents never cross
 /// into the core (or into wasm memory).
 pub trait BlobTransfer {
     /// Is the blob present in the local data folder?
     fn local_has(&mut self, blob: &BlobRef) -> Result<bool, BlobError>;
-    /// PUT the local blob's bytes to `remote_path` (a temporary name; the core
-    /// MOVEs it into place).
-    fn upload(&mut self, blob: &BlobRef, remote_path: &str) -> Result<(), BlobError>;
-    /// GET `remote_path` into a local temporary file, verify its SHA-256 is
-    /// `blob.hash` and its size at most `bytes_max`, then rename it into place.
-    /// On any failure nothing is left behind.
-    fn download(&mut self, remote_path: &str, blob: &BlobRef, bytes_max: u64) -> Result<(), BlobError>;
+    /// Runs each [`UploadJob`]: PUT the local bytes (streamed, hash-checked
+    /// on the way) to its temporary path, then [`move_into_place`]. A host
+    /// may run several jobs at once. Returns one result per job, in order.
+    fn upload(&mut self, jobs: &[UploadJob]) -> Vec<Result<(), BlobError>>;
+    /// Runs each [`DownloadJob`]: GET into a local temporary file, verify its
+    /// SHA-256 is the blob's hash and its size at most `bytes_max`, then
+    /// rename it into place; on any failure nothing is left behind. A host
+    /// may run several jobs at once. Returns one result per job, in order.
+    fn download(&mut self, jobs: &[DownloadJob], bytes_max: u64) -> Vec<Result<(), BlobError>>;
     /// Delete the local blob (no error if already gone).
     fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError>;
 }

@@ -77,6 +77,48 @@ impl Session {
         }
     }
 
+    /// Runs a batch operation over `jobs`, then retries the jobs whose result
+    /// is transient, with the same backoff and bound as [`Session::call`].
+    /// Returns one result per job, in order; a host that answers with the
+    /// wrong number of results is refused.
+    pub(crate) fn call_batch<J: Clone, E: Transient>(
+        &mut self,
+        io: &mut Io<'_>,
+        jobs: &[J],
+        mut op: impl FnMut(&mut Io<'_>, &[J]) -> Vec<Result<(), E>>,
+    ) -> Result<Vec<Result<(), E>>, SyncError> {
+        let mut results: Vec<Option<Result<(), E>>> = (0..jobs.len()).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..jobs.len()).collect();
+        let mut retries = 0;
+        while !pending.is_empty() {
+            let batch: Vec<J> = pending.iter().map(|&i| jobs[i].clone()).collect();
+            let answers = op(io, &batch);
+            self.note_server_time(io);
+            if answers.len() != batch.len() {
+                return Err(SyncError::Invalid(format!(
+                    "the host answered {} results for a batch of {} transfers",
+                    answers.len(),
+                    batch.len()
+                )));
+            }
+            let retry = retries < self.retries_max;
+            let mut again = Vec::new();
+            for (i, answer) in pending.iter().copied().zip(answers) {
+                match answer {
+                    Err(e) if retry && e.is_transient() => again.push(i),
+                    done => results[i] = Some(done),
+                }
+            }
+            if !again.is_empty() {
+                retries += 1;
+                let wait = BACKOFF_FIRST_MS.saturating_mul(1 << (retries - 1).min(16));
+                io.clock.sleep_ms(wait.min(BACKOFF_MAX_MS));
+            }
+            pending = again;
+        }
+        Ok(results.into_iter().map(|r| r.expect("every job is answered")).collect())
+    }
+
     fn note_server_time(&mut self, io: &mut Io<'_>) {
         if let Some(server_ms) = io.remote.server_time_ms() {
             self.server_offset_ms = server_ms - io.clock.now_ms();

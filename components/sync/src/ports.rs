@@ -3,8 +3,9 @@
 
 use davsync_core::model::{BlobRef, ContentHash, LocalRow, RowBase};
 use davsync_core::ports::{
-    ApplyOutcome, BlobError, BlobTransfer, Clock, Fetched, LocalCommit, LocalError, LocalStore, Precondition,
-    Progress, ProgressEvent, Random, RemoteError, RemoteStat, RemoteTransport,
+    ApplyOutcome, BlobError, BlobTransfer, Clock, DownloadJob, Fetched, LocalCommit, LocalError, LocalStore,
+    Precondition, Progress, ProgressEvent, Random, RemoteEntry, RemoteError, RemoteStat, RemoteTransport,
+    UploadJob,
 };
 
 use crate::bindings::davsync::sync::{blobs, clock, local_store, progress, random, remote};
@@ -83,6 +84,15 @@ impl RemoteTransport for HostRemote {
             .map_err(convert::remote_error_from_wit)
     }
 
+    fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError> {
+        let entries = remote::list(path).map_err(convert::remote_error_from_wit)?;
+        Ok(entries.map(|list| {
+            list.into_iter()
+                .map(|e| RemoteEntry { name: e.name, stat: convert::remote_stat_from_wit(e.stat) })
+                .collect()
+        }))
+    }
+
     fn server_time_ms(&mut self) -> Option<i64> {
         remote::server_time_ms()
     }
@@ -97,13 +107,30 @@ impl BlobTransfer for HostBlobs {
         blobs::local_has(&convert::blob_ref_to_wit(blob)).map_err(convert::blob_error_from_wit)
     }
 
-    fn upload(&mut self, blob: &BlobRef, remote_path: &str) -> Result<(), BlobError> {
-        blobs::upload(&convert::blob_ref_to_wit(blob), remote_path).map_err(convert::blob_error_from_wit)
+    fn upload(&mut self, jobs: &[UploadJob]) -> Vec<Result<(), BlobError>> {
+        let jobs: Vec<blobs::UploadJob> = jobs
+            .iter()
+            .map(|j| blobs::UploadJob {
+                blob: convert::blob_ref_to_wit(&j.blob),
+                temp_path: j.temp_path.clone(),
+                final_path: j.final_path.clone(),
+            })
+            .collect();
+        blobs::upload(&jobs).into_iter().map(|r| r.map_err(convert::blob_error_from_wit)).collect()
     }
 
-    fn download(&mut self, remote_path: &str, blob: &BlobRef, bytes_max: u64) -> Result<(), BlobError> {
-        blobs::download(remote_path, &convert::blob_ref_to_wit(blob), bytes_max)
-            .map_err(convert::blob_error_from_wit)
+    fn download(&mut self, jobs: &[DownloadJob], bytes_max: u64) -> Vec<Result<(), BlobError>> {
+        let jobs: Vec<blobs::DownloadJob> = jobs
+            .iter()
+            .map(|j| blobs::DownloadJob {
+                remote_path: j.remote_path.clone(),
+                blob: convert::blob_ref_to_wit(&j.blob),
+            })
+            .collect();
+        blobs::download(&jobs, bytes_max)
+            .into_iter()
+            .map(|r| r.map_err(convert::blob_error_from_wit))
+            .collect()
     }
 
     fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError> {

@@ -9,8 +9,8 @@ use davsync_core::mem::{
 };
 use davsync_core::model::{BlobRef, FileMeta, LocalRow, RemoteRow};
 use davsync_core::ports::{
-    ApplyOutcome, BlobError, BlobTransfer, Fetched, Io, LocalCommit, LocalError, LocalStore, Precondition,
-    RemoteError, RemoteStat, RemoteTransport,
+    ApplyOutcome, BlobError, BlobTransfer, DownloadJob, Fetched, Io, LocalCommit, LocalError, LocalStore,
+    Precondition, RemoteEntry, RemoteError, RemoteStat, RemoteTransport, UploadJob,
 };
 use davsync_core::remote_db::RemoteDb;
 use davsync_core::{SyncError, SyncOptions, SyncSummary};
@@ -328,6 +328,10 @@ impl RemoteTransport for Hooked {
         self.fire("PROPFIND", path);
         self.inner.stat(path)
     }
+    fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError> {
+        self.fire("PROPFIND", path);
+        self.inner.list(path)
+    }
     fn server_time_ms(&mut self) -> Option<i64> {
         self.inner.server_time_ms()
     }
@@ -345,13 +349,13 @@ impl BlobTransfer for SlowBlobs {
     fn local_has(&mut self, blob: &BlobRef) -> Result<bool, BlobError> {
         self.inner.local_has(blob)
     }
-    fn upload(&mut self, blob: &BlobRef, path: &str) -> Result<(), BlobError> {
-        self.world.advance(self.delay_ms);
-        self.inner.upload(blob, path)
+    fn upload(&mut self, jobs: &[UploadJob]) -> Vec<Result<(), BlobError>> {
+        self.world.advance(self.delay_ms * jobs.len() as u64);
+        self.inner.upload(jobs)
     }
-    fn download(&mut self, path: &str, blob: &BlobRef, max: u64) -> Result<(), BlobError> {
-        self.world.advance(self.delay_ms);
-        self.inner.download(path, blob, max)
+    fn download(&mut self, jobs: &[DownloadJob], max: u64) -> Vec<Result<(), BlobError>> {
+        self.world.advance(self.delay_ms * jobs.len() as u64);
+        self.inner.download(jobs, max)
     }
     fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError> {
         self.inner.remove_local(blob)

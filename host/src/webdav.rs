@@ -1,0 +1,1047 @@
+//! The WebDAV transport: the production remote (Nextcloud, Apache mod_dav,
+//! wsgidav, `rclone serve webdav`, …) over HTTP(S).
+//!
+//! - [`WebDav`]: a cheap-clone client (one connection pool, one record of the
+//!   server's clock and capabilities) implementing [`RemoteTransport`].
+//! - [`WebDavBlobs`]: [`BlobTransfer`] over it: uploads and downloads are
+//!   streamed (a large PDF is never held in memory), run several at a time,
+//!   and verified against their SHA-256 on both sides.
+//!
+//! What servers honour differs (TOOLCHAIN.md): rclone ignores every
+//! conditional header, Apache hands out weak ETags for a second after a write.
+//! On the first conditional write the client probes the server once, in its
+//! own scratch file, and remembers what it honours ([`Capabilities`]). A
+//! condition the server would ignore (or could not evaluate, like `If-Match`
+//! with a weak ETag) is checked by the client itself just before the write.
+//! That check is not atomic, which is why the core never relies on
+//! conditions alone: every commit happens under its lease and behind the
+//! `version.txt` fence.
+//!
+//! Credentials travel only in the `Authorization` header; no error message,
+//! log line or `Debug` output contains the password.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine as _;
+use davsync_core::model::ContentHash;
+use davsync_core::ports::{
+    BlobError, BlobTransfer, DownloadJob, Fetched, Precondition, RemoteEntry, RemoteError, RemoteStat,
+    RemoteTransport, UploadJob, move_into_place,
+};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use sha2::{Digest, Sha256};
+use ureq::http::{self, HeaderMap, Method, Response, StatusCode};
+
+use crate::folder::{open_local_blob, store_downloaded};
+
+/// Characters escaped in a path segment (RFC 3986 `pchar` minus a few
+/// harmless ones).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Largest multistatus body accepted (a shard folder of 100k files is ~200 KB).
+const MULTISTATUS_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// Largest error body read (for the message).
+const ERROR_BODY_BYTES_MAX: u64 = 4 * 1024;
+/// Fast retries of a safe request (GET, PROPFIND) whose connection failed,
+/// e.g. a pooled keep-alive connection the server had closed. Everything else
+/// is retried by the core, with backoff.
+const SAFE_RETRIES: u32 = 2;
+
+const PROPFIND_BODY: &str = concat!(
+    r#"<?xml version="1.0" encoding="utf-8"?>"#,
+    r#"<D:propfind xmlns:D="DAV:"><D:prop>"#,
+    r#"<D:resourcetype/><D:getcontentlength/><D:getetag/><D:getlastmodified/>"#,
+    r#"</D:prop></D:propfind>"#
+);
+
+/// A password that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How to reach the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebDavConfig {
+    /// The remote root, `http(s)://host[:port]/path/` (always ends with `/`;
+    /// no credentials in it).
+    pub root_url: String,
+    /// Basic auth user.
+    pub username: Option<String>,
+    /// Basic auth password.
+    pub password: Option<Secret>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout for one request, headers and small bodies.
+    pub request_timeout: Duration,
+    /// Blob transfers at once.
+    pub transfers: usize,
+}
+
+impl WebDavConfig {
+    /// A config for `root_url` with default timeouts and 4 transfers. User
+    /// info in the URL (`https://user:pass@host/`) is moved into
+    /// `username`/`password`; a URL that is not http(s) is refused.
+    pub fn new(root_url: &str) -> anyhow::Result<WebDavConfig> {
+        let (scheme, rest) = root_url
+            .split_once("://")
+            .ok_or_else(|| anyhow::anyhow!("remote URL {root_url:?} has no scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            anyhow::bail!("remote URL scheme {scheme:?} is not supported (use http or https)");
+        }
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if host.is_empty() {
+            anyhow::bail!("remote URL {} has no host", redact_url(root_url));
+        }
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (user, pass) = u.split_once(':').unwrap_or((u, ""));
+                let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+                (Some(decode(user)), (!pass.is_empty()).then(|| Secret::new(decode(pass))))
+            }
+        };
+        let path = path.trim_matches('/');
+        let root_url = if path.is_empty() {
+            format!("{scheme}://{host}/")
+        } else {
+            format!("{scheme}://{host}/{path}/")
+        };
+        Ok(WebDavConfig {
+            root_url,
+            username,
+            password,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            transfers: 4,
+        })
+    }
+}
+
+/// A URL for messages: user info removed.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            if path.is_empty() && !rest.contains('/') {
+                format!("{scheme}://{host}")
+            } else {
+                format!("{scheme}://{host}/{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// What the server was found to honour (probed once per client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `PUT` with `If-None-Match: *` on an existing file is refused (412).
+    pub if_none_match: bool,
+    /// `PUT` with a wrong `If-Match` is refused (412).
+    pub if_match: bool,
+    /// Right after a write, the server's ETag was weak (`W/"…"`), so an
+    /// `If-Match` with it would fail even when nothing changed.
+    pub weak_etag_after_write: bool,
+}
+
+impl Capabilities {
+    /// The assumption when a probe cannot be made: honour nothing, and check
+    /// every condition client-side.
+    pub const NONE: Capabilities =
+        Capabilities { if_none_match: false, if_match: false, weak_etag_after_write: true };
+}
+
+struct Inner {
+    agent: ureq::Agent,
+    config: WebDavConfig,
+    /// `Basic …`, if credentials are configured.
+    authorization: Option<String>,
+    /// The `Date` of the latest response, ms since the Unix epoch.
+    server_time_ms: Mutex<Option<i64>>,
+    capabilities: OnceLock<Capabilities>,
+}
+
+/// The WebDAV client. Clones share one connection pool, clock record and
+/// capability record, so the core's `remote` port and the blob mover's
+/// workers are one client.
+#[derive(Clone)]
+pub struct WebDav(Arc<Inner>);
+
+impl fmt::Debug for WebDav {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebDav").field("config", &self.0.config).finish_non_exhaustive()
+    }
+}
+
+/// An answer: status, headers, and the body still to be read.
+type Answer = Response<ureq::Body>;
+
+impl WebDav {
+    /// A client for `config`. Makes no request.
+    pub fn new(config: WebDavConfig) -> WebDav {
+        let agent_config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .allow_non_standard_methods(true)
+            .max_redirects(0)
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_recv_response(Some(config.request_timeout))
+            .timeout_send_request(Some(config.request_timeout))
+            .timeout_per_read(Some(config.request_timeout))
+            .timeout_per_write(Some(config.request_timeout))
+            .max_idle_connections_per_host(config.transfers.max(1) + 2)
+            .user_agent(concat!("davsync/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let authorization = config.username.as_ref().map(|user| {
+            let pass = config.password.as_ref().map_or("", Secret::expose);
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            format!("Basic {token}")
+        });
+        WebDav(Arc::new(Inner {
+            agent: agent_config.new_agent(),
+            config,
+            authorization,
+            server_time_ms: Mutex::new(None),
+            capabilities: OnceLock::new(),
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WebDavConfig {
+        &self.0.config
+    }
+
+    /// The full URL of a remote path (segments percent-encoded).
+    fn url(&self, path: &str) -> String {
+        let mut url = self.0.config.root_url.clone();
+        let encoded: Vec<String> =
+            path.split('/').map(|s| utf8_percent_encode(s, SEGMENT).to_string()).collect();
+        url.push_str(&encoded.join("/"));
+        url
+    }
+
+    /// Sends one request. Transport failures become `Unavailable`; every
+    /// answer's `Date` updates the server clock.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Body<'_>,
+    ) -> Result<Answer, RemoteError> {
+        let safe = matches!(method, "GET" | "PROPFIND") && matches!(body, Body::Empty | Body::Bytes(_));
+        let mut attempt = 0;
+        loop {
+            match self.send_once(method, path, headers, &body) {
+                Err(RemoteError::Unavailable(_)) if safe && attempt < SAFE_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50 << attempt));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn send_once(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &Body<'_>,
+    ) -> Result<Answer, RemoteError> {
+        let url = self.url(path);
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| RemoteError::Protocol { status: 0, message: format!("bad method {method}") })?;
+        let mut builder = http::Request::builder().method(method.clone()).uri(&url);
+        if let Some(auth) = &self.0.authorization {
+            builder = builder.header("Authorization", auth);
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, value);
+        }
+        let failed = |e: ureq::Error| transport_error(&method, path, e);
+        fn built<B>(r: Result<http::Request<B>, http::Error>) -> Result<http::Request<B>, RemoteError> {
+            r.map_err(|e| RemoteError::Protocol { status: 0, message: format!("building a request: {e}") })
+        }
+        let answer = match body {
+            Body::Empty => self.0.agent.run(built(builder.body(()))?).map_err(failed)?,
+            Body::Bytes(bytes) => {
+                let request = built(builder.header("Content-Length", bytes.len().to_string()).body(*bytes))?;
+                self.0.agent.run(request).map_err(failed)?
+            }
+            Body::Stream(cell) => {
+                let mut guard =
+                    cell.lock().map_err(|_| RemoteError::Unavailable("upload stream poisoned".into()))?;
+                let (reader, len) = &mut *guard;
+                let len = *len;
+                let body = ureq::SendBody::from_reader(reader);
+                let request = built(builder.header("Content-Length", len.to_string()).body(body))?;
+                self.0.agent.run(request).map_err(failed)?
+            }
+        };
+        self.note_date(answer.headers());
+        Ok(answer)
+    }
+
+    fn note_date(&self, headers: &HeaderMap) {
+        if let Some(ms) = header_str(headers, "Date").and_then(http_date_ms)
+            && let Ok(mut t) = self.0.server_time_ms.lock()
+        {
+            *t = Some(ms);
+        }
+    }
+
+    /// What the server honours; probed on first need.
+    pub fn capabilities(&self) -> Capabilities {
+        *self.0.capabilities.get_or_init(|| self.probe().unwrap_or(Capabilities::NONE))
+    }
+
+    /// Writes a scratch file under the temporary root and tries conditional
+    /// writes on it. Any failure means "assume nothing is honoured".
+    fn probe(&self) -> Result<Capabilities, RemoteError> {
+        let folder = davsync_core::session::TMP_ROOT;
+        match self.mkcol(folder) {
+            Ok(()) | Err(RemoteError::AlreadyExists) => {}
+            Err(e) => return Err(e),
+        }
+        let nonce: u64 = getrandom::u64().unwrap_or_default();
+        let path = format!("{folder}/probe-{nonce:016x}");
+        let result = (|| {
+            let etag = self.put_raw(&path, b"probe 1", &[])?;
+            let refused = |r: Result<Option<String>, RemoteError>| match r {
+                Err(RemoteError::PreconditionFailed) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(e),
+            };
+            let if_none_match = refused(self.put_raw(&path, b"probe 2", &[("If-None-Match", "*".into())]))?;
+            let if_match =
+                refused(self.put_raw(&path, b"probe 3", &[("If-Match", "\"davsync-no-such-etag\"".into())]))?;
+            let weak = etag.as_deref().is_some_and(is_weak)
+                || self.stat(&path)?.and_then(|s| s.etag).as_deref().is_some_and(is_weak);
+            Ok(Capabilities { if_none_match, if_match, weak_etag_after_write: weak })
+        })();
+        let _ = self.delete(&path);
+        let caps = result?;
+        tracing::debug!(?caps, "probed the WebDAV server");
+        Ok(caps)
+    }
+
+    fn put_raw(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        headers: &[(&str, String)],
+    ) -> Result<Option<String>, RemoteError> {
+        let answer = self.send("PUT", path, headers, Body::Bytes(bytes))?;
+        expect_success("PUT", path, answer).map(|a| header_str(a.headers(), "ETag").map(str::to_owned))
+    }
+
+    /// PROPFIND with `depth`; the parsed responses, or `None` on 404.
+    fn propfind(&self, path: &str, depth: &str) -> Result<Option<Vec<DavEntry>>, RemoteError> {
+        let headers =
+            [("Depth", depth.to_owned()), ("Content-Type", "application/xml; charset=utf-8".to_owned())];
+        let answer = self.send("PROPFIND", path, &headers, Body::Bytes(PROPFIND_BODY.as_bytes()))?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let mut answer = expect_success("PROPFIND", path, answer)?;
+        let body = answer
+            .body_mut()
+            .with_config()
+            .limit(MULTISTATUS_BYTES_MAX)
+            .read_to_vec()
+            .map_err(|e| transport_error(&Method::GET, path, e))?;
+        parse_multistatus(&body)
+            .map(Some)
+            .map_err(|why| RemoteError::Protocol { status: 207, message: format!("PROPFIND {path}: {why}") })
+    }
+
+    /// The path of `path` as the server's hrefs spell it (decoded, no
+    /// trailing slash), for telling the listed collection from its children.
+    fn decoded_path_of(&self, path: &str) -> String {
+        let root = self.0.config.root_url.split_once("://").map_or("", |(_, r)| r);
+        let root_path = root.split_once('/').map_or("", |(_, p)| p);
+        let full = format!("/{root_path}{path}");
+        full.trim_end_matches('/').to_owned()
+    }
+
+    /// Checks a condition the server would not check itself (see the module
+    /// docs): `Ok(())` means the write may go ahead.
+    fn check_condition_here(&self, path: &str, condition: &Precondition) -> Result<(), RemoteError> {
+        let current = self.stat(path)?;
+        let holds = match condition {
+            Precondition::None => true,
+            Precondition::IfNoneMatchAny => current.is_none(),
+            Precondition::IfMatch(want) => {
+                current.and_then(|s| s.etag).is_some_and(|have| weak_eq(&have, want))
+            }
+        };
+        if holds { Ok(()) } else { Err(RemoteError::PreconditionFailed) }
+    }
+}
+
+/// A request body.
+enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// A streamed body and its exact length. Sent once: not retried here.
+    Stream(Mutex<(&'a mut dyn Read, u64)>),
+}
+
+impl RemoteTransport for WebDav {
+    fn get(&mut self, path: &str, bytes_max: u64) -> Result<Fetched, RemoteError> {
+        let answer = self.send("GET", path, &[], Body::Empty)?;
+        let mut answer = expect_success("GET", path, answer)?;
+        let etag = header_str(answer.headers(), "ETag").map(str::to_owned);
+        if answer.body().content_length().is_some_and(|n| n > bytes_max) {
+            return Err(RemoteError::TooLarge { bytes_max });
+        }
+        let bytes = answer.body_mut().with_config().limit(bytes_max).read_to_vec().map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => RemoteError::TooLarge { bytes_max },
+            other => transport_error(&Method::GET, path, other),
+        })?;
+        Ok(Fetched { bytes, etag })
+    }
+
+    fn put(
+        &mut self,
+        path: &str,
+        bytes: &[u8],
+        condition: &Precondition,
+    ) -> Result<Option<String>, RemoteError> {
+        let caps = if matches!(condition, Precondition::None) { None } else { Some(self.capabilities()) };
+        let header = match (condition, caps) {
+            (Precondition::None, _) => None,
+            (Precondition::IfNoneMatchAny, Some(c)) if c.if_none_match => {
+                Some(("If-None-Match", "*".to_owned()))
+            }
+            (Precondition::IfMatch(etag), Some(c)) if c.if_match && !is_weak(etag) => {
+                Some(("If-Match", etag.clone()))
+            }
+            (condition, _) => {
+                self.check_condition_here(path, condition)?;
+                None
+            }
+        };
+        let headers: Vec<(&str, String)> = header.into_iter().collect();
+        self.put_raw(path, bytes, &headers)
+    }
+
+    fn delete(&mut self, path: &str) -> Result<(), RemoteError> {
+        let answer = self.send("DELETE", path, &[], Body::Empty)?;
+        expect_success("DELETE", path, answer).map(drop)
+    }
+
+    fn mkcol(&mut self, path: &str) -> Result<(), RemoteError> {
+        let answer = self.send("MKCOL", path, &[], Body::Empty)?;
+        // 405 Method Not Allowed: something is already there (RFC 4918 9.3.1).
+        if answer.status() == StatusCode::METHOD_NOT_ALLOWED {
+            return Err(RemoteError::AlreadyExists);
+        }
+        // Apache answers 403 when a rival's MKCOL of the same path won the
+        // race between its existence check and its mkdir.
+        if answer.status() == StatusCode::FORBIDDEN
+            && WebDav::stat(self, path)?.is_some_and(|s| s.is_collection)
+        {
+            return Err(RemoteError::AlreadyExists);
+        }
+        expect_success("MKCOL", path, answer).map(drop)
+    }
+
+    fn move_to(&mut self, from: &str, to: &str, overwrite: bool) -> Result<(), RemoteError> {
+        let headers =
+            [("Destination", self.url(to)), ("Overwrite", if overwrite { "T" } else { "F" }.to_owned())];
+        let answer = self.send("MOVE", from, &headers, Body::Empty)?;
+        if !overwrite && answer.status() == StatusCode::PRECONDITION_FAILED {
+            return Err(RemoteError::AlreadyExists);
+        }
+        expect_success("MOVE", from, answer).map(drop)
+    }
+
+    fn stat(&mut self, path: &str) -> Result<Option<RemoteStat>, RemoteError> {
+        WebDav::stat(self, path)
+    }
+
+    fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError> {
+        let Some(entries) = self.propfind(path, "1")? else { return Ok(None) };
+        let own = self.decoded_path_of(path);
+        let mut children = Vec::new();
+        let mut found_self = false;
+        for e in entries {
+            let href = e.href_path.trim_end_matches('/');
+            if href == own {
+                if !e.stat.is_collection {
+                    return Err(RemoteError::Protocol {
+                        status: 207,
+                        message: format!("{path} is not a collection"),
+                    });
+                }
+                found_self = true;
+                continue;
+            }
+            let Some((parent, name)) = href.rsplit_once('/') else { continue };
+            // Only direct children of the listed collection count.
+            if parent != own || name.is_empty() {
+                continue;
+            }
+            children.push(RemoteEntry { name: name.to_owned(), stat: e.stat });
+        }
+        if !found_self && children.is_empty() {
+            tracing::debug!(path, "PROPFIND answer named neither the collection nor children");
+        }
+        Ok(Some(children))
+    }
+
+    fn server_time_ms(&mut self) -> Option<i64> {
+        self.0.server_time_ms.lock().ok().and_then(|t| *t)
+    }
+}
+
+impl WebDav {
+    /// Properties of `path` (PROPFIND depth 0); `None` on 404.
+    pub fn stat(&self, path: &str) -> Result<Option<RemoteStat>, RemoteError> {
+        let Some(entries) = self.propfind(path, "0")? else { return Ok(None) };
+        let mut entries = entries.into_iter();
+        match entries.next() {
+            Some(e) => Ok(Some(e.stat)),
+            None => Err(RemoteError::Protocol {
+                status: 207,
+                message: format!("PROPFIND {path}: the answer describes nothing"),
+            }),
+        }
+    }
+
+    /// MKCOL through a shared reference (the probe needs it).
+    fn mkcol(&self, path: &str) -> Result<(), RemoteError> {
+        let mut this = self.clone();
+        RemoteTransport::mkcol(&mut this, path)
+    }
+
+    fn delete(&self, path: &str) -> Result<(), RemoteError> {
+        let mut this = self.clone();
+        RemoteTransport::delete(&mut this, path)
+    }
+}
+
+fn is_weak(etag: &str) -> bool {
+    etag.trim_start().starts_with("W/")
+}
+
+/// RFC 7232 weak comparison: equal once the `W/` prefixes are dropped.
+fn weak_eq(a: &str, b: &str) -> bool {
+    let strip = |s: &str| s.trim().trim_start_matches("W/").to_owned();
+    strip(a) == strip(b)
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// An RFC 1123 (HTTP) date as ms since the Unix epoch.
+fn http_date_ms(text: &str) -> Option<i64> {
+    let t = httpdate::parse_http_date(text.trim()).ok()?;
+    let ms = t.duration_since(UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms).ok()
+}
+
+/// A transport failure (no HTTP answer) as a transient error.
+fn transport_error(method: &Method, path: &str, e: ureq::Error) -> RemoteError {
+    RemoteError::Unavailable(format!("{method} {path}: {e}"))
+}
+
+/// Maps a non-success status to the error the core acts on; passes 2xx on.
+fn expect_success(method: &str, path: &str, mut answer: Answer) -> Result<Answer, RemoteError> {
+    let status = answer.status();
+    if status.is_success() {
+        return Ok(answer);
+    }
+    let error = match status.as_u16() {
+        404 => RemoteError::NotFound,
+        409 => RemoteError::ParentMissing,
+        412 => RemoteError::PreconditionFailed,
+        423 => RemoteError::Locked,
+        401 => RemoteError::Unauthorized,
+        507 => RemoteError::InsufficientStorage,
+        code @ (300..=399) => {
+            let to = header_str(answer.headers(), "Location").map(redact_url).unwrap_or_default();
+            RemoteError::Protocol {
+                status: code,
+                message: format!("{method} {path} was redirected to {to:?}; redirects are not followed"),
+            }
+        }
+        code @ (500..=599) => RemoteError::Unavailable(format!("{method} {path}: server error {code}")),
+        code => {
+            let text = answer
+                .body_mut()
+                .with_config()
+                .limit(ERROR_BODY_BYTES_MAX)
+                .lossy_utf8(true)
+                .read_to_string()
+                .unwrap_or_default();
+            let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+            RemoteError::Protocol { status: code, message: format!("{method} {path}: {text}") }
+        }
+    };
+    Err(error)
+}
+
+/// One `<response>` of a multistatus answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DavEntry {
+    /// The href's path, percent-decoded (scheme and host removed).
+    href_path: String,
+    stat: RemoteStat,
+}
+
+/// Parses a `207 Multi-Status` body. Only the properties from a `200`
+/// propstat count. No DTD is processed and no entity is expanded (quick-xml
+/// does neither), so entity bombs are inert.
+fn parse_multistatus(body: &[u8]) -> Result<Vec<DavEntry>, String> {
+    use quick_xml::events::Event;
+
+    #[derive(Default)]
+    struct Partial {
+        href: Option<String>,
+        size: Option<u64>,
+        etag: Option<String>,
+        modified_ms: Option<i64>,
+        is_collection: bool,
+        // The current propstat's values, kept only if its status is 200.
+        pending: PropValues,
+    }
+    #[derive(Default, Clone)]
+    struct PropValues {
+        size: Option<u64>,
+        etag: Option<String>,
+        modified_ms: Option<i64>,
+        is_collection: bool,
+        status_ok: bool,
+    }
+
+    let mut reader = quick_xml::Reader::from_reader(body);
+    reader.config_mut().trim_text(true);
+    let mut buf = Vec::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    let mut current: Option<Partial> = None;
+    let mut saw_multistatus = false;
+    // Text of the innermost element, which may arrive in pieces.
+    let mut text = String::new();
+    loop {
+        let event = reader.read_event_into(&mut buf).map_err(|e| format!("malformed XML: {e}"))?;
+        match event {
+            Event::Start(e) => {
+                text.clear();
+                let name = local_name(e.name().as_ref());
+                match name.as_str() {
+                    "multistatus" => saw_multistatus = true,
+                    "response" => current = Some(Partial::default()),
+                    "propstat" => {
+                        if let Some(c) = current.as_mut() {
+                            c.pending = PropValues::default();
+                        }
+                    }
+                    "collection" if stack.last().is_some_and(|p| p == "resourcetype") => {
+                        if let Some(c) = current.as_mut() {
+                            c.pending.is_collection = true;
+                        }
+                    }
+                    _ => {}
+                }
+                stack.push(name);
+                if stack.len() > 64 {
+                    return Err("XML nested too deeply".to_owned());
+                }
+            }
+            Event::Empty(e) => {
+                let name = local_name(e.name().as_ref());
+                if name == "collection"
+                    && stack.last().is_some_and(|p| p == "resourcetype")
+                    && let Some(c) = current.as_mut()
+                {
+                    c.pending.is_collection = true;
+                }
+            }
+            Event::Text(t) => {
+                let piece = t.decode().map_err(|e| format!("bad text: {e}"))?;
+                text.push_str(&quick_xml::escape::unescape(&piece).map_err(|e| format!("bad text: {e}"))?);
+            }
+            Event::GeneralRef(r) => {
+                // A predefined entity inside text (`&amp;`); anything else is
+                // refused rather than expanded.
+                let name = r.decode().map_err(|e| format!("bad entity: {e}"))?;
+                text.push_str(match name.as_ref() {
+                    "amp" => "&",
+                    "lt" => "<",
+                    "gt" => ">",
+                    "quot" => "\"",
+                    "apos" => "'",
+                    other => return Err(format!("unknown entity &{other};")),
+                });
+            }
+            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t.into_inner())),
+            Event::End(_) => {
+                on_text(&stack, current.as_mut(), &text)?;
+                text.clear();
+                let name = stack.pop().unwrap_or_default();
+                match name.as_str() {
+                    "propstat" => {
+                        if let Some(c) = current.as_mut()
+                            && c.pending.status_ok
+                        {
+                            let p = c.pending.clone();
+                            c.size = p.size.or(c.size);
+                            c.etag = p.etag.or(c.etag.take());
+                            c.modified_ms = p.modified_ms.or(c.modified_ms);
+                            c.is_collection |= p.is_collection;
+                        }
+                    }
+                    "response" => {
+                        let c = current.take().ok_or("</response> without <response>")?;
+                        let href = c.href.ok_or("a response without href")?;
+                        out.push(DavEntry {
+                            href_path: href_path(&href)?,
+                            stat: RemoteStat {
+                                size: if c.is_collection { 0 } else { c.size.unwrap_or(0) },
+                                etag: c.etag,
+                                modified_ms: c.modified_ms,
+                                is_collection: c.is_collection,
+                            },
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Event::DocType(_) => return Err("a DOCTYPE is not allowed in a WebDAV answer".to_owned()),
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if !saw_multistatus {
+        return Err("not a multistatus document".to_owned());
+    }
+    return Ok(out);
+
+    fn on_text(stack: &[String], current: Option<&mut Partial>, text: &str) -> Result<(), String> {
+        let Some(c) = current else { return Ok(()) };
+        let Some(leaf) = stack.last() else { return Ok(()) };
+        if text.trim().is_empty() {
+            return Ok(());
+        }
+        match leaf.as_str() {
+            "href" if stack.len() >= 2 && stack[stack.len() - 2] == "response" => {
+                c.href.get_or_insert_with(String::new).push_str(text);
+            }
+            "status" if stack.len() >= 2 && stack[stack.len() - 2] == "propstat" => {
+                c.pending.status_ok = text.split_whitespace().nth(1) == Some("200");
+            }
+            "getcontentlength" => {
+                c.pending.size =
+                    Some(text.trim().parse().map_err(|_| format!("bad getcontentlength {text:?}"))?);
+            }
+            "getetag" => c.pending.etag = Some(text.trim().to_owned()),
+            "getlastmodified" => c.pending.modified_ms = http_date_ms(text),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn local_name(qname: &[u8]) -> String {
+    let name = qname.rsplit(|b| *b == b':').next().unwrap_or(qname);
+    String::from_utf8_lossy(name).into_owned()
+}
+
+/// The decoded path of an href (absolute URL or absolute path).
+fn href_path(href: &str) -> Result<String, String> {
+    let href = href.trim();
+    let path = match href.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => href,
+    };
+    let decoded =
+        percent_decode_str(path).decode_utf8().map_err(|_| format!("href {href:?} is not UTF-8"))?;
+    Ok(decoded.into_owned())
+}
+
+// ---------------------------------------------------------------------------
+// Blob transfers
+// ---------------------------------------------------------------------------
+
+/// Streams blobs between the local data folder and a [`WebDav`] server,
+/// `transfers` at a time.
+#[derive(Debug)]
+pub struct WebDavBlobs {
+    files_dir: PathBuf,
+    dav: WebDav,
+}
+
+impl WebDavBlobs {
+    /// A blob mover between `files_dir` (the data folder's `files/`) and `dav`.
+    pub fn new(files_dir: impl Into<PathBuf>, dav: WebDav) -> WebDavBlobs {
+        WebDavBlobs { files_dir: files_dir.into(), dav }
+    }
+
+    fn upload_one(&self, job: &UploadJob) -> Result<(), BlobError> {
+        let (file, len) = open_local_blob(&self.files_dir, &job.blob)?;
+        let mut reader = HashingReader::new(file);
+        let answer = self.dav.send("PUT", &job.temp_path, &[], Body::Stream(Mutex::new((&mut reader, len))));
+        let answer = answer.and_then(|a| expect_success("PUT", &job.temp_path, a));
+        if let Some(e) = reader.error.take() {
+            return Err(BlobError::LocalIo(format!("reading {}: {e}", job.blob.path())));
+        }
+        answer?;
+        let actual = reader.finish();
+        if actual != job.blob.hash {
+            // The local file changed or was corrupt: never publish it.
+            let _ = self.dav.delete(&job.temp_path);
+            return Err(BlobError::HashMismatch { expected: job.blob.hash.clone(), actual });
+        }
+        move_into_place(&mut self.dav.clone(), job)?;
+        Ok(())
+    }
+
+    fn download_one(&self, job: &DownloadJob, bytes_max: u64) -> Result<(), BlobError> {
+        let answer = self.dav.send("GET", &job.remote_path, &[], Body::Empty)?;
+        let answer = expect_success("GET", &job.remote_path, answer)?;
+        if answer.body().content_length().is_some_and(|n| n > bytes_max) {
+            return Err(BlobError::TooLarge { bytes_max });
+        }
+        let mut reader = NetReader { inner: answer.into_body().into_reader(), error: None };
+        let stored = store_downloaded(&self.files_dir, &job.blob, &mut reader, bytes_max);
+        match (stored, reader.error) {
+            // A broken connection mid-body is the network's fault: retryable.
+            (Err(_), Some(e)) => {
+                Err(BlobError::Remote(RemoteError::Unavailable(format!("GET {}: {e}", job.remote_path))))
+            }
+            (r, _) => r,
+        }
+    }
+
+    /// Runs `work` over `jobs` on up to `transfers` threads; results in order.
+    fn run_all<J: Sync>(
+        &self,
+        jobs: &[J],
+        work: impl Fn(&J) -> Result<(), BlobError> + Sync,
+    ) -> Vec<Result<(), BlobError>> {
+        let workers = self.dav.config().transfers.clamp(1, 64).min(jobs.len());
+        if workers <= 1 {
+            return jobs.iter().map(work).collect();
+        }
+        let next = AtomicUsize::new(0);
+        let results: Vec<Mutex<Option<Result<(), BlobError>>>> =
+            jobs.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else { break };
+                        let r = work(job);
+                        if let Ok(mut slot) = results[i].lock() {
+                            *slot = Some(r);
+                        }
+                    }
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|slot| {
+                slot.into_inner().ok().flatten().unwrap_or_else(|| {
+                    Err(BlobError::LocalIo("a transfer worker stopped without an answer".to_owned()))
+                })
+            })
+            .collect()
+    }
+}
+
+impl BlobTransfer for WebDavBlobs {
+    fn local_has(&mut self, blob: &davsync_core::model::BlobRef) -> Result<bool, BlobError> {
+        match open_local_blob(&self.files_dir, blob) {
+            Ok(_) => Ok(true),
+            Err(BlobError::LocalMissing(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn upload(&mut self, jobs: &[UploadJob]) -> Vec<Result<(), BlobError>> {
+        self.run_all(jobs, |job| self.upload_one(job))
+    }
+
+    fn download(&mut self, jobs: &[DownloadJob], bytes_max: u64) -> Vec<Result<(), BlobError>> {
+        self.run_all(jobs, |job| self.download_one(job, bytes_max))
+    }
+
+    fn remove_local(&mut self, blob: &davsync_core::model::BlobRef) -> Result<(), BlobError> {
+        let path = crate::folder::local_blob_path(&self.files_dir, blob);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BlobError::LocalIo(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+/// Hashes what passes through; remembers a read error (the local file's).
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    error: Option<io::Error>,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader { inner, hasher: Sha256::new(), error: None }
+    }
+
+    fn finish(self) -> ContentHash {
+        crate::folder::hex_hash(&self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                let copy = io::Error::new(e.kind(), e.to_string());
+                self.error = Some(e);
+                Err(copy)
+            }
+        }
+    }
+}
+
+/// Remembers a read error (the network's).
+struct NetReader<R> {
+    inner: R,
+    error: Option<String>,
+}
+
+impl<R: Read> Read for NetReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| self.error = Some(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_moves_credentials_out_of_the_url_and_normalises_the_root() {
+        let c = WebDavConfig::new("https://ann:s%40cret@dav.example:8443/remote.php/dav/files/ann").unwrap();
+        assert_eq!(c.root_url, "https://dav.example:8443/remote.php/dav/files/ann/");
+        assert_eq!(c.username.as_deref(), Some("ann"));
+        assert_eq!(c.password.as_ref().map(Secret::expose), Some("s@cret"));
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s@cret") && !debug.contains("s%40cret"), "the password leaked: {debug}");
+        assert_eq!(WebDavConfig::new("http://h:1").unwrap().root_url, "http://h:1/");
+        assert!(WebDavConfig::new("ftp://h/").is_err());
+        assert!(WebDavConfig::new("http:///x").is_err());
+        assert_eq!(redact_url("https://ann:pw@h/x"), "https://h/x");
+    }
+
+    #[test]
+    fn urls_encode_each_segment() {
+        let dav = WebDav::new(WebDavConfig::new("http://h/root dir/").unwrap());
+        assert_eq!(dav.url("ab/a b#c.pdf"), "http://h/root dir/ab/a%20b%23c.pdf");
+    }
+
+    #[test]
+    fn multistatus_parses_any_prefix_and_only_200_propstats() {
+        let xml = br#"<?xml version="1.0"?>
+<d:multistatus xmlns:d="DAV:" xmlns:lp1="DAV:">
+ <d:response><d:href>/root/ab/</d:href>
+  <d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype>
+   <lp1:getlastmodified>Wed, 25 Nov 2026 10:00:00 GMT</lp1:getlastmodified></d:prop>
+   <d:status>HTTP/1.1 200 OK</d:status></d:propstat>
+  <d:propstat><d:prop><d:getcontentlength/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat>
+ </d:response>
+ <d:response><d:href>http://h/root/ab/x%20y.pdf</d:href>
+  <d:propstat><d:prop><d:resourcetype/><d:getcontentlength>12</d:getcontentlength>
+   <d:getetag>W/"a&amp;b"</d:getetag></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat>
+ </d:response>
+</d:multistatus>"#;
+        let entries = parse_multistatus(xml).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].href_path, "/root/ab/");
+        assert!(entries[0].stat.is_collection);
+        assert_eq!(entries[0].stat.modified_ms, Some(1_795_600_800_000));
+        assert_eq!(entries[1].href_path, "/root/ab/x y.pdf");
+        assert_eq!(entries[1].stat.size, 12);
+        assert_eq!(entries[1].stat.etag.as_deref(), Some("W/\"a&b\""));
+        assert!(!entries[1].stat.is_collection);
+    }
+
+    #[test]
+    fn multistatus_refuses_garbage_doctype_and_entities() {
+        assert!(parse_multistatus(b"not xml at all <<<").is_err());
+        assert!(parse_multistatus(b"<html><body>hi</body></html>").is_err());
+        let bomb = br#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]>
+<d:multistatus xmlns:d="DAV:"><d:response><d:href>&lol2;</d:href></d:response></d:multistatus>"#;
+        let err = parse_multistatus(bomb).unwrap_err();
+        assert!(err.contains("DOCTYPE"), "{err}");
+        let unknown =
+            br#"<d:multistatus xmlns:d="DAV:"><d:response><d:href>&x;</d:href></d:response></d:multistatus>"#;
+        assert!(parse_multistatus(unknown).is_err());
+        let bad_len = br#"<d:multistatus xmlns:d="DAV:"><d:response><d:href>/a</d:href><d:propstat><d:prop>
+<d:getcontentlength>-1</d:getcontentlength></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>"#;
+        assert!(parse_multistatus(bad_len).is_err());
+    }
+
+    #[test]
+    fn etag_comparison_is_weak() {
+        assert!(weak_eq("W/\"1-2\"", "\"1-2\""));
+        assert!(!weak_eq("\"1-2\"", "\"1-3\""));
+        assert!(is_weak(" W/\"x\""));
+    }
+}
