@@ -404,6 +404,7 @@ impl WebDav {
     fn decoded_path_of(&self, path: &str) -> String {
         let root = self.0.config.root_url.split_once("://").map_or("", |(_, r)| r);
         let root_path = root.split_once('/').map_or("", |(_, p)| p);
+        let root_path = percent_decode_str(root_path).decode_utf8_lossy();
         let full = format!("/{root_path}{path}");
         full.trim_end_matches('/').to_owned()
     }

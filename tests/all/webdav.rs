@@ -318,3 +318,22 @@ fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// The probe finds what each server honours (TOOLCHAIN.md's table, measured
+/// again), and leaves nothing behind.
+#[test]
+fn the_probe_learns_what_each_server_honours() {
+    use davsync::webdav::{WebDav, WebDavConfig};
+    for kind in crate::servers::all_kinds() {
+        let dav = server(kind, false);
+        let client = WebDav::new(WebDavConfig::new(&dav.url).unwrap());
+        let caps = client.capabilities();
+        let honours = kind != ServerKind::Rclone;
+        assert_eq!((caps.if_none_match, caps.if_match), (honours, honours), "{}: {caps:?}", kind.name());
+        if kind == ServerKind::Apache {
+            assert!(caps.weak_etag_after_write, "Apache's fresh ETags are weak: {caps:?}");
+        }
+        let left: Vec<_> = std::fs::read_dir(dav.dir.join(".davsync-tmp")).unwrap().collect();
+        assert!(left.is_empty(), "{}: the probe left {left:?}", kind.name());
+    }
+}

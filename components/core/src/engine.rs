@@ -787,3 +787,32 @@ impl Reporter {
         io.progress.report(ProgressEvent { percent: self.percent, phase, message: message.to_owned() });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_grow_while_quick_and_shrink_when_slow() {
+        let mut b = Batcher { size: 1, budget_ms: 1_000 };
+        let jobs: Vec<u32> = (0..200).collect();
+        let mut rest = &jobs[..];
+        assert_eq!(b.take(&mut rest).len(), 1);
+        for want in [2, 4, 8, 16, 32, 64, 64] {
+            b.record(100);
+            assert_eq!(b.size, want);
+        }
+        b.record(700); // between half and the whole budget: keep the size
+        assert_eq!(b.size, 64);
+        b.record(5_000);
+        assert_eq!(b.size, 32);
+        for _ in 0..10 {
+            b.record(5_000);
+        }
+        assert_eq!(b.size, 1, "never below one");
+        let mut short = &jobs[..3];
+        b.size = 64;
+        assert_eq!(b.take(&mut short).len(), 3);
+        assert!(short.is_empty());
+    }
+}

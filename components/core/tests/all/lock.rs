@@ -1,7 +1,7 @@
 //! The lease: acquire, release, wait, break, renew, retry.
 
 use davsync_core::lease::{LEASE_FILE, LOCK_DIR, LeaseRecord};
-use davsync_core::mem::Fault;
+use davsync_core::mem::{Fault, ServerProfile};
 use davsync_core::ports::RemoteError;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -166,4 +166,33 @@ fn a_423_on_the_lock_is_retried() {
     a.client.inject_on("MKCOL", LOCK_DIR, 0, Fault::Fail(RemoteError::Locked));
     a.sync();
     assert_converged(&net, &[&a]);
+}
+
+/// rclone answers MKCOL on an existing collection with success: the lock
+/// folder is no lock there. A second instance whose MKCOL "succeeds" while
+/// the first holds the lease must find the lease file and wait, not take
+/// over.
+#[test]
+fn a_non_exclusive_mkcol_does_not_let_a_rival_in() {
+    let mut net = Net::new(ServerProfile::IgnoresConditionals);
+    let mut a = net.node("a", 0);
+    let b = Rc::new(RefCell::new(net.node("b", 0)));
+    a.add("f", b"a's");
+    b.borrow_mut().add("g", b"b's");
+    b.borrow_mut().opts.lock_wait_ms = 0;
+    let b_result = Rc::new(RefCell::new(None));
+    let (b2, slot) = (b.clone(), b_result.clone());
+    a.client.before("PUT", "metadata.db", move |_, _| {
+        *slot.borrow_mut() = Some(b2.borrow_mut().try_sync());
+    });
+    a.sync();
+    let b_err = b_result.borrow_mut().take().unwrap().unwrap_err();
+    assert!(
+        matches!(b_err, SyncError::LockHeld { ref holder, .. } if holder.contains("a-host")),
+        "{b_err:?}"
+    );
+    let mut b = b.borrow_mut();
+    b.sync();
+    a.sync();
+    assert_converged(&net, &[&a, &b]);
 }
