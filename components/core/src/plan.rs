@@ -138,11 +138,7 @@ fn decide_concurrent(l: &LocalRow, r: &RemoteRow, base: Option<i64>, ctx: &Decid
     }
     // Metadata changed on both sides (content on at most one): last write
     // wins per file by HLC; content follows the side that changed it.
-    // DELIBERATE BUG 2: wall-clock LWW (the seed's rule): the local edit's
-    // wall time against the remote write's wall time.
-    let _ = local_stamp(l, ctx);
-    let mine =
-        Hlc { physical_ms: l.local_modified_at_ms, counter: u32::MAX, instance: ctx.instance.to_owned() };
+    let mine = local_stamp(l, ctx);
     // A tie is this instance's own push of an earlier state, stamped from the
     // same clock state and wall-clock millisecond (a retried attempt, or a
     // crash before the local commit); a merge's stamp is always strictly
