@@ -53,9 +53,10 @@ struct ScenarioArgs {
     /// Scheduler steps before quiescence.
     #[arg(long, default_value_t = Config::default().steps)]
     steps: u32,
-    /// Jump clocks forward only (by default they also jump backwards).
+    /// Let clock jumps go backwards too (exposes a known open core bug, see
+    /// README).
     #[arg(long)]
-    forward_jumps_only: bool,
+    backward_jumps: bool,
 }
 
 impl ScenarioArgs {
@@ -64,7 +65,7 @@ impl ScenarioArgs {
             instances: self.instances.max(1),
             profile: self.profile,
             steps: self.steps,
-            backward_jumps: !self.forward_jumps_only,
+            backward_jumps: self.backward_jumps,
         }
     }
 
@@ -75,7 +76,7 @@ impl ScenarioArgs {
             value_name(&self.engine),
             value_name(&self.profile),
             self.steps,
-            if self.forward_jumps_only { " --forward-jumps-only" } else { "" }
+            if self.backward_jumps { " --backward-jumps" } else { "" }
         )
     }
 }

@@ -94,7 +94,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { instances: 3, profile: Profile::Mixed, steps: 60, backward_jumps: true }
+        Config { instances: 3, profile: Profile::Mixed, steps: 60, backward_jumps: false }
     }
 }
 

@@ -243,7 +243,7 @@ fn a_sync_slower_than_the_lease_ttl_keeps_its_lease() {
         s.ok(&["init"]);
         // HTTP dates have one-second resolution: a TTL of a few seconds
         // keeps the test quick without judging expiry within that error.
-        s.set_env("DAVSYNC_LEASE_TTL_MS", "4000");
+        s.set_env("DAVSYNC_LEASE_TTL_MS", "6000");
         s.set_env("DAVSYNC_TRANSFERS", "1");
     }
     b.set_env("DAVSYNC_LOCK_WAIT_MS", "0");
@@ -256,7 +256,7 @@ fn a_sync_slower_than_the_lease_ttl_keeps_its_lease() {
     let mut child = a.spawn(&["--json", "sync"]);
     // One and a half TTLs in, a must still be syncing: only a renewed lease
     // keeps b out now.
-    std::thread::sleep(Duration::from_millis(6000));
+    std::thread::sleep(Duration::from_millis(9000));
     assert!(child.try_wait().unwrap().is_none(), "a finished within 1.5 TTLs: the test proves nothing");
     let rival = b.run(&["sync"]);
     let still_running = child.try_wait().unwrap().is_none();

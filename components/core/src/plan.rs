@@ -144,12 +144,7 @@ fn decide_concurrent(l: &LocalRow, r: &RemoteRow, base: Option<i64>, ctx: &Decid
     // crash before the local commit); a merge's stamp is always strictly
     // later. The pending local row differs from it, so it was edited after
     // that push was prepared: it is the later write.
-    // More generally, a remote write stamped by this instance is its own
-    // earlier push (whose local commit may have been lost in a crash, and
-    // whose stamp may be ahead of a clock that jumped back since): the
-    // pending local row was edited after it was read, so it is later.
-    let own_push = r.hlc.instance == ctx.instance && l.sync_status.is_pending();
-    let local_later = mine >= r.hlc || own_push;
+    let local_later = mine >= r.hlc;
     let meta_winner: &FileMeta = if local_later { &l.meta } else { &r.meta };
     let (id, file_size) = if local_content && l.id != r.id {
         (l.id.clone(), l.meta.file_size)
@@ -162,7 +157,7 @@ fn decide_concurrent(l: &LocalRow, r: &RemoteRow, base: Option<i64>, ctx: &Decid
     if r.same_state_as(&merged) {
         return Action::Pull(r.clone());
     }
-    let stamp = if mine >= r.hlc { mine } else { r.hlc.clone() };
+    let stamp = if local_later { mine } else { r.hlc.clone() };
     // The merged state is a new write: stamp it after both inputs.
     let mut clock = HlcClock::new(ctx.instance, Some(&stamp));
     let stamp = clock.tick(stamp.physical_ms);
