@@ -664,12 +664,18 @@ impl<R: RemoteTransport> BlobTransfer for FileBlobs<R> {
     }
 
     fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError> {
-        let path = self.local_path(blob);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if is_absent(&e) => Ok(()),
-            Err(e) => Err(local_io(e, &path)),
-        }
+        remove_local_blob(&self.files_dir, blob)
+    }
+}
+
+/// Deletes the local blob; no error if it is already gone. Shared by every
+/// blob mover.
+pub(crate) fn remove_local_blob(files_dir: &Path, blob: &BlobRef) -> Result<(), BlobError> {
+    let path = local_blob_path(files_dir, blob);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if is_absent(&e) => Ok(()),
+        Err(e) => Err(local_io(e, &path)),
     }
 }
 

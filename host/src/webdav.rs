@@ -919,12 +919,7 @@ impl BlobTransfer for WebDavBlobs {
     }
 
     fn remove_local(&mut self, blob: &davsync_core::model::BlobRef) -> Result<(), BlobError> {
-        let path = crate::folder::local_blob_path(&self.files_dir, blob);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BlobError::LocalIo(format!("{}: {e}", path.display()))),
-        }
+        crate::folder::remove_local_blob(&self.files_dir, blob)
     }
 }
 
