@@ -24,6 +24,7 @@ fn a_seed_replays_byte_for_byte() {
 }
 
 #[test]
+#[cfg(feature = "wasm")]
 fn native_core_and_wasm_component_give_identical_traces() {
     let mut native = Engines::new(Engine::Native);
     let mut wasm = Engines::new(Engine::Wasm);

@@ -27,11 +27,13 @@ fn native_server_locking_while_writing_2500_seeds() {
 }
 
 #[test]
+#[cfg(feature = "wasm")]
 fn wasm_component_100_seeds_mixed_servers() {
     sweep(Engine::Wasm, Profile::Mixed, 0..100);
 }
 
 #[test]
+#[cfg(feature = "wasm")]
 fn wasm_component_100_more_seeds_mixed_servers() {
     sweep(Engine::Wasm, Profile::Mixed, 100..200);
 }
