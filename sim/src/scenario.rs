@@ -86,15 +86,18 @@ pub struct Config {
     pub profile: Profile,
     /// Scheduler steps before quiescence.
     pub steps: u32,
-    /// Clock jumps may go backwards. Off by default: a backward jump between
-    /// an instance's own push and its next edit can still lose that edit
-    /// (see the README and the ignored pinned test).
+    /// Clock jumps may go backwards too (on by default; off replays seeds
+    /// recorded before backward jumps were part of the workload).
     pub backward_jumps: bool,
+    /// A running call's process may freeze (suspend, a long pause) for
+    /// longer than a lease while the others go on (on by default; off
+    /// replays seeds recorded before freezes were part of the workload).
+    pub freezes: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { instances: 3, profile: Profile::Mixed, steps: 60, backward_jumps: false }
+        Config { instances: 3, profile: Profile::Mixed, steps: 60, backward_jumps: true, freezes: true }
     }
 }
 
@@ -203,6 +206,12 @@ struct Sim<'e> {
     steps: u32,
     healing: bool,
     backward_jumps: bool,
+    freezes: bool,
+    /// Per node: frozen (not scheduled) until this step.
+    frozen_until: Vec<u64>,
+    /// Every `metadata.db` committed since the last restore, by (epoch,
+    /// version): a version number must name one database.
+    commits: BTreeMap<(String, i64), ContentHash>,
     /// Leases have expired and syncs run one at a time: every sync must work.
     settled: bool,
     backup: Option<MemServerSnapshot>,
@@ -267,6 +276,9 @@ impl<'e> Sim<'e> {
             steps: cfg.steps,
             healing: false,
             backward_jumps: cfg.backward_jumps,
+            freezes: cfg.freezes,
+            frozen_until: vec![0; cfg.instances],
+            commits: BTreeMap::new(),
             settled: false,
             backup: None,
             version_txt: None,
@@ -304,6 +316,7 @@ impl<'e> Sim<'e> {
     fn one_step(&mut self) -> Check {
         let waiting: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].busy.as_ref().is_some_and(|b| b.pending.is_some()))
+            .filter(|&i| self.frozen_until[i] <= self.step)
             .collect();
         let idle: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].busy.is_none()).collect();
         let in_conflict: Vec<usize> =
@@ -324,6 +337,14 @@ impl<'e> Sim<'e> {
             // waits until no sync runs (see README: a restore under a running
             // sync can leave a committed row without its blob).
             if self.nodes.iter().any(|n| n.busy.is_some()) { 0 } else { 1 },
+            // 12: a running call's process freezes past its lease, more
+            // often right before a commit (the window the lease and the
+            // fence must guard)
+            match (self.freezes, waiting.is_empty(), self.commit_pending(&waiting)) {
+                (false, _, _) | (_, true, _) => 0,
+                (true, false, false) => 2,
+                (true, false, true) => 12,
+            },
         ];
         let n = self.nodes.len() as u32;
         match self.choices.weighted(&weights) {
@@ -386,8 +407,21 @@ impl<'e> Sim<'e> {
                 self.log(format!("n{i} clock jumps to skew {skew} ms"));
                 Ok(())
             }
-            _ => {
+            11 => {
                 self.remote_admin();
+                Ok(())
+            }
+            _ => {
+                let i = waiting[self.choices.pick(waiting.len() as u32) as usize];
+                let steps = self.choices.range(5, 40) as u64;
+                let ms = self.choices.range(150_000, 600_000) as u64;
+                self.frozen_until[i] = self.step + steps;
+                let at = self.nodes[i].busy.as_ref().and_then(|b| b.pending.as_ref()).map(describe_op);
+                self.log(format!(
+                    "n{i} freezes before {} for {steps} steps; time +{ms} ms",
+                    at.unwrap_or_default()
+                ));
+                self.advance(ms);
                 Ok(())
             }
         }
@@ -397,12 +431,14 @@ impl<'e> Sim<'e> {
         match (self.choices.weighted(&[6, 3, 1]), self.backup.clone()) {
             (1, Some(snapshot)) => {
                 self.remote.restore(snapshot);
+                self.commits.clear();
                 self.version_txt = self.read_version_txt();
                 self.log(format!("remote restored from the backup (version.txt {:?})", self.version_txt));
             }
             (2, _) => {
                 let empty = MemServerSnapshot { files: BTreeMap::new(), collections: BTreeMap::new() };
                 self.remote.restore(empty);
+                self.commits.clear();
                 self.version_txt = None;
                 self.log("remote wiped: recreated empty (a new epoch)".to_owned());
             }
@@ -714,6 +750,9 @@ impl<'e> Sim<'e> {
             busy.remote_writes += 1;
         }
         let Op::Put { path, bytes, .. } = op else { return Ok(()) };
+        if path == "metadata.db" {
+            return self.check_one_db_per_version(i);
+        }
         if path != "version.txt" {
             return Ok(());
         }
@@ -735,6 +774,40 @@ impl<'e> Sim<'e> {
         }
         self.version_txt = now;
         Ok(())
+    }
+
+    /// Is one of `waiting` about to write `metadata.db`?
+    fn commit_pending(&self, waiting: &[usize]) -> bool {
+        waiting.iter().any(|&i| {
+            let pending = self.nodes[i].busy.as_ref().and_then(|b| b.pending.as_ref());
+            matches!(pending, Some(Op::Put { path, .. }) if path == "metadata.db")
+        })
+    }
+
+    /// A version number names one database: two different `metadata.db`
+    /// committed under the same epoch and version would let an instance
+    /// that recorded that version skip the other one's changes for good (its
+    /// quick check compares only the number). Only a restore may reuse one.
+    fn check_one_db_per_version(&mut self, i: usize) -> Check {
+        let Some(bytes) = self.remote.read("metadata.db") else { return Ok(()) };
+        let db = RemoteDb::from_bytes(&bytes).map_err(|e| format!("n{i} wrote a bad metadata.db: {e}"))?;
+        // The rows, leaving out `updated_at` (a wall-clock note, not state).
+        let ids: Vec<String> = db.row_versions().map_err(|e| e.to_string())?.into_keys().collect();
+        let mut rows = db.rows(&ids).map_err(|e| e.to_string())?;
+        rows.sort_by(|a, b| a.stable_id.cmp(&b.stable_id));
+        let state: Vec<_> = rows.into_iter().map(|r| RemoteRow { updated_at: String::new(), ..r }).collect();
+        let digest = ContentHash::of(format!("{state:?}").as_bytes());
+        let key = (db.epoch().to_owned(), db.version());
+        match self.commits.get(&key) {
+            Some(known) if *known != digest => {
+                Err(format!("n{i} committed a different metadata.db as version {} (epoch {})", key.1, key.0))
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.commits.insert(key, digest);
+                Ok(())
+            }
+        }
     }
 
     fn read_version_txt(&self) -> Option<i64> {

@@ -37,7 +37,7 @@ pub fn sync(io: &mut Io<'_>, opts: &SyncOptions) -> Result<SyncSummary, SyncErro
     let started_ms = io.clock.now_ms();
     let mut reporter = Reporter::default();
     reporter.report(io, 0, Phase::Check, "checking for changes");
-    let state = local_state::load(io)?;
+    let mut state = local_state::load(io)?;
     let mut session = Session::new(opts.remote_retries_max);
     if !opts.force && !state.resync_requested {
         let unsynced = io.local.count_unsynced()?;
@@ -60,7 +60,7 @@ pub fn sync(io: &mut Io<'_>, opts: &SyncOptions) -> Result<SyncSummary, SyncErro
         }
     }
     let mut lease = None;
-    let result = run_attempts(io, opts, &state, &mut session, &mut lease, &mut reporter);
+    let result = run_attempts(io, opts, &mut state, &mut session, &mut lease, &mut reporter);
     let _ = session.remove(io, &tmp_dir(&state.instance));
     if let Some(lease) = lease {
         let _ = lease.release(&mut session, io);
@@ -78,7 +78,7 @@ fn elapsed(io: &mut Io<'_>, started_ms: i64) -> u64 {
 fn run_attempts(
     io: &mut Io<'_>,
     opts: &SyncOptions,
-    state: &LocalState,
+    state: &mut LocalState,
     session: &mut Session,
     lease: &mut Option<Lease>,
     reporter: &mut Reporter,
@@ -153,7 +153,7 @@ struct Step {
 fn attempt_once(
     io: &mut Io<'_>,
     opts: &SyncOptions,
-    state: &LocalState,
+    state: &mut LocalState,
     session: &mut Session,
     lease: &mut Lease,
     reporter: &mut Reporter,
@@ -171,7 +171,12 @@ fn attempt_once(
 
     reporter.report(io, 20, Phase::Compare, "comparing local and remote");
     let bases = io.local.row_bases()?;
-    let ctx = DecideContext { instance: &state.instance, seen: &state.seen, void_base };
+    let ctx = DecideContext {
+        instance: &state.instance,
+        seen: &state.seen,
+        void_base,
+        own_pushes: &state.own_pushes,
+    };
     let mut steps = compare(io, state, &fetched, &bases, &ctx)?;
     guard_mass_delete(opts, &bases, &steps)?;
 
@@ -192,6 +197,7 @@ fn attempt_once(
     let needs_commit = needs_commit || fetched.head() < known;
     let final_version = if needs_commit {
         let new_version = fetched.head().max(known) + 1;
+        record_own_pushes(io, &steps, &mut state.own_pushes)?;
         commit_remote(io, session, lease, reporter, &mut fetched, &pushes, new_version, &now_iso)?;
         new_version
     } else {
@@ -206,6 +212,7 @@ fn attempt_once(
         (local_state::META_HLC.to_owned(), clock.current().to_string()),
         (local_state::META_LAST_SYNC.to_owned(), now_iso),
         (local_state::META_RESYNC.to_owned(), String::new()),
+        (local_state::META_PUSHED.to_owned(), String::new()),
     ];
     // With a file left behind, keep the old version so the quick check sends
     // the next sync back for it.
@@ -621,6 +628,30 @@ fn remote_row_of(step: &Step, now_iso: &str) -> Option<RemoteRow> {
         updated_at: now_iso.to_owned(),
         hlc: stamp.clone(),
     })
+}
+
+/// Remembers, before the remote commit, which local states this attempt
+/// publishes under which stamps: if the commit lands and the local commit
+/// does not, the next sync still knows which pending rows the app changed
+/// after this push ([`local_state::OwnPushes`]). The records of earlier
+/// attempts of the same sync are kept: their commit may have landed too.
+fn record_own_pushes(
+    io: &mut Io<'_>,
+    steps: &[Step],
+    pushes: &mut local_state::OwnPushes,
+) -> Result<(), Interrupted> {
+    let before = pushes.clone();
+    for step in steps {
+        if let (Action::Push { stamp, .. }, Some(input)) = (&step.action, &step.local) {
+            pushes.insert(input, stamp);
+        }
+    }
+    if *pushes == before {
+        return Ok(());
+    }
+    let meta = vec![(local_state::META_PUSHED.to_owned(), pushes.encode())];
+    io.local.apply(&LocalCommit { writes: Vec::new(), meta })?;
+    Ok(())
 }
 
 /// Merge, upload `metadata.db`, then `version.txt` (SPEC §3 steps 7-8).

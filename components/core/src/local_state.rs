@@ -1,10 +1,15 @@
 //! What this instance remembers between syncs, in the local `sync_metadata`
 //! table: its id, the remote version and epoch it last synced with, its HLC,
-//! and whether a resolution asked for a sync.
+//! whether a resolution asked for a sync, and what an unfinished sync was
+//! about to publish.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::api::SyncError;
 use crate::hlc::{Hlc, HlcClock};
-use crate::model::validate_stable_id;
+use crate::model::{ContentHash, FileMeta, LocalRow, validate_stable_id};
 use crate::ports::{Io, LocalCommit, LocalError};
 
 /// This instance's id (random, created on first use).
@@ -20,6 +25,9 @@ pub const META_LAST_SYNC: &str = "last_sync_time";
 /// Non-empty when a resolution needs the next sync to run even if nothing
 /// else changed.
 pub const META_RESYNC: &str = "resync_requested";
+/// The local states a sync is about to publish ([`OwnPushes`]), written
+/// before its remote commit and cleared by its local commit.
+pub const META_PUSHED: &str = "pushed_inputs";
 
 /// The loaded state.
 #[derive(Debug, Clone)]
@@ -36,6 +44,77 @@ pub struct LocalState {
     pub resync_requested: bool,
     /// When the last sync finished.
     pub last_sync_time: Option<String>,
+    /// What a sync that did not finish was about to publish.
+    pub own_pushes: OwnPushes,
+}
+
+/// The local state a push was computed from (its *input*), recorded with the
+/// stamp it was published under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedInput {
+    /// The stamp of the published row.
+    pub stamp: Hlc,
+    /// The input's content hash.
+    pub id: ContentHash,
+    /// The input was a deletion.
+    pub deleted: bool,
+    /// [`meta_digest`] of the input's metadata.
+    pub meta: ContentHash,
+}
+
+/// The inputs of the pushes of a sync whose remote commit may have landed
+/// without its local commit (a crash, a lost response, a failed local
+/// write), by stable id. With them the next sync tells apart a pending row
+/// that *is* the input of this instance's own published row (superseded by
+/// it) from one the app edited after that push was prepared (later than it,
+/// whatever the wall clock says: the clock may have jumped backwards).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnPushes(BTreeMap<String, Vec<PushedInput>>);
+
+impl OwnPushes {
+    /// None recorded.
+    pub const fn new() -> OwnPushes {
+        OwnPushes(BTreeMap::new())
+    }
+
+    /// Records `row` as the input of a push stamped `stamp`. Earlier records
+    /// of the same file are kept (an earlier attempt's commit may have
+    /// landed); stamps are unique, so each matches only its own push.
+    pub fn insert(&mut self, row: &LocalRow, stamp: &Hlc) {
+        let input = PushedInput {
+            stamp: stamp.clone(),
+            id: row.id.clone(),
+            deleted: row.deleted,
+            meta: meta_digest(&row.meta),
+        };
+        let inputs = self.0.entry(row.stable_id.clone()).or_default();
+        if !inputs.iter().any(|i| i.stamp == input.stamp) {
+            inputs.push(input);
+        }
+    }
+
+    /// The recorded input of the push of `stable_id` stamped `stamp`.
+    pub fn get(&self, stable_id: &str, stamp: &Hlc) -> Option<&PushedInput> {
+        self.0.get(stable_id)?.iter().find(|i| &i.stamp == stamp)
+    }
+
+    /// The `sync_metadata` value (JSON).
+    pub fn encode(&self) -> String {
+        serde_json::to_string(&self.0).expect("plain data serializes")
+    }
+
+    /// Reads a `sync_metadata` value written by [`OwnPushes::encode`].
+    pub fn parse(value: &str) -> Result<OwnPushes, serde_json::Error> {
+        let map: BTreeMap<String, Vec<PushedInput>> = serde_json::from_str(value)?;
+        Ok(OwnPushes(map))
+    }
+}
+
+/// A digest of the metadata that a push publishes, leaving out `file_size`
+/// (it follows the content, which is compared by hash).
+pub fn meta_digest(meta: &FileMeta) -> ContentHash {
+    let meta = FileMeta { file_size: None, ..meta.clone() };
+    ContentHash::of(&serde_json::to_vec(&meta).expect("plain data serializes"))
 }
 
 /// Loads the state, creating (and persisting) the instance id on first use.
@@ -64,7 +143,11 @@ pub fn load(io: &mut Io<'_>) -> Result<LocalState, SyncError> {
     let seen = HlcClock::new(&instance, last.as_ref());
     let resync_requested = non_empty(io.local.meta_get(META_RESYNC)?).is_some();
     let last_sync_time = non_empty(io.local.meta_get(META_LAST_SYNC)?);
-    Ok(LocalState { instance, version, epoch, seen, resync_requested, last_sync_time })
+    let own_pushes = match non_empty(io.local.meta_get(META_PUSHED)?) {
+        None => OwnPushes::default(),
+        Some(v) => OwnPushes::parse(&v).map_err(|e| invalid(META_PUSHED, &e.to_string()))?,
+    };
+    Ok(LocalState { instance, version, epoch, seen, resync_requested, last_sync_time, own_pushes })
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {

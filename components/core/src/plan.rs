@@ -4,6 +4,7 @@
 //! unit test.
 
 use crate::hlc::{Hlc, HlcClock, stamp_local_edit};
+use crate::local_state::{OwnPushes, PushedInput, meta_digest};
 use crate::model::{ConflictKind, ConflictRecord, FileMeta, LocalRow, RemoteRow, SyncStatus};
 
 /// What the compare knows beyond the two rows.
@@ -17,6 +18,9 @@ pub struct DecideContext<'a> {
     /// Bases are void: the remote is not the one the local rows were synced
     /// with (first sync of this database, or a new epoch).
     pub void_base: bool,
+    /// The inputs of this instance's pushes whose local commit may not have
+    /// happened.
+    pub own_pushes: &'a OwnPushes,
 }
 
 /// The decision for one logical file.
@@ -93,6 +97,11 @@ fn decide_both(l: &LocalRow, r: &RemoteRow, ctx: &DecideContext<'_>) -> Action {
             && !l.sync_status.is_pending();
         return if already { Action::Nothing } else { Action::MarkSynced(r.clone()) };
     }
+    if l.sync_status.is_pending()
+        && let Some(input) = ctx.own_pushes.get(&l.stable_id, &r.hlc)
+    {
+        return decide_after_own_push(l, r, input, ctx);
+    }
     let base = if ctx.void_base { None } else { l.remote_version };
     // The remote lost what we know it had: our state must be published again.
     let behind = base.is_some_and(|b| r.remote_version < b);
@@ -111,20 +120,77 @@ fn decide_both(l: &LocalRow, r: &RemoteRow, ctx: &DecideContext<'_>) -> Action {
     }
 }
 
+/// `r` is this instance's own push of `input`, and its local commit never
+/// happened (a crash, a lost response), so `l` is still pending. If `l` still
+/// is that input, the push (possibly a merge carrying others' changes)
+/// supersedes it. Otherwise the app changed the row after the push was
+/// prepared: a later write, whatever the wall clock said when it was made
+/// (it may have jumped backwards), applied on top of the push.
+fn decide_after_own_push(
+    l: &LocalRow,
+    r: &RemoteRow,
+    input: &PushedInput,
+    ctx: &DecideContext<'_>,
+) -> Action {
+    let content = l.id != input.id;
+    let meta = meta_digest(&l.meta) != input.meta;
+    let deleted = l.deleted != input.deleted;
+    if !content && !meta && !deleted {
+        return Action::Pull(r.clone());
+    }
+    let after = r.hlc.clone().max(ctx.seen.current());
+    let stamp = HlcClock::new(ctx.instance, Some(&after)).tick(l.local_modified_at_ms);
+    if deleted {
+        return Action::Push { row: l.clone(), stamp };
+    }
+    if l.deleted {
+        // Deleted before and after: the published deletion stands.
+        return Action::Pull(r.clone());
+    }
+    // The push took another instance's content, and the app has replaced the
+    // content since: both sides changed it.
+    if content && r.id != input.id && l.id != r.id {
+        let base = if ctx.void_base { None } else { l.remote_version };
+        return conflict(l, r, base, ConflictKind::BothModified, ctx);
+    }
+    let mut merged = l.clone();
+    if !content {
+        merged.id = r.id.clone();
+        merged.meta.file_size = r.meta.file_size;
+    }
+    if !meta {
+        merged.meta = FileMeta { file_size: merged.meta.file_size, ..r.meta.clone() };
+    }
+    if r.same_state_as(&merged) {
+        return Action::Pull(r.clone());
+    }
+    Action::Push { row: merged, stamp }
+}
+
+/// Records a conflict of `l` with `r` over `base`.
+fn conflict(
+    l: &LocalRow,
+    r: &RemoteRow,
+    base: Option<i64>,
+    kind: ConflictKind,
+    ctx: &DecideContext<'_>,
+) -> Action {
+    let base_hash = if ctx.void_base { None } else { l.sync_hash.clone() };
+    Action::Conflict(ConflictRecord {
+        kind,
+        remote_hash: r.id.clone(),
+        remote_version: r.remote_version,
+        remote_deleted: r.deleted,
+        remote_updated_at: r.updated_at.clone(),
+        base_version: base,
+        base_hash,
+    })
+}
+
 /// Both sides changed since the base.
 fn decide_concurrent(l: &LocalRow, r: &RemoteRow, base: Option<i64>, ctx: &DecideContext<'_>) -> Action {
     let base_hash = if ctx.void_base { None } else { l.sync_hash.as_ref() };
-    let conflict = |kind| {
-        Action::Conflict(ConflictRecord {
-            kind,
-            remote_hash: r.id.clone(),
-            remote_version: r.remote_version,
-            remote_deleted: r.deleted,
-            remote_updated_at: r.updated_at.clone(),
-            base_version: base,
-            base_hash: base_hash.cloned(),
-        })
-    };
+    let conflict = |kind| conflict(l, r, base, kind, ctx);
     match (l.deleted, r.deleted) {
         (true, true) => return Action::MarkSynced(r.clone()),
         (true, false) => return conflict(ConflictKind::DeletedLocallyModifiedRemotely),
@@ -170,6 +236,7 @@ mod tests {
     use crate::model::ContentHash;
 
     const ME: &str = "me";
+    static NO_PUSHES: OwnPushes = OwnPushes::new();
 
     fn meta(label: &str) -> FileMeta {
         FileMeta {
@@ -218,7 +285,7 @@ mod tests {
     }
 
     fn ctx(seen: &HlcClock) -> DecideContext<'_> {
-        DecideContext { instance: ME, seen, void_base: false }
+        DecideContext { instance: ME, seen, void_base: false, own_pushes: &NO_PUSHES }
     }
 
     fn modified(mut l: LocalRow, at_ms: i64) -> LocalRow {
@@ -363,6 +430,81 @@ mod tests {
         assert_eq!(decide(Some(&l), Some(&r), &ctx(&seen)), Action::MarkSynced(r));
     }
 
+    /// We published `input` as `pushed` (stamp `hlc(100, ME)`, rv 4) and
+    /// crashed before the local commit; the app then changed the row to
+    /// `now`, with a wall clock far behind the push's (a backward jump).
+    fn after_own_push(input: &LocalRow, pushed: &RemoteRow, now: &LocalRow) -> Action {
+        let seen = HlcClock::new(ME, Some(&hlc(50, ME)));
+        let mut pushes = OwnPushes::default();
+        pushes.insert(input, &pushed.hlc);
+        decide(
+            Some(now),
+            Some(pushed),
+            &DecideContext { instance: ME, seen: &seen, void_base: false, own_pushes: &pushes },
+        )
+    }
+
+    #[test]
+    fn an_edit_after_the_own_unacknowledged_push_wins_despite_a_backward_clock() {
+        let input = {
+            let mut l = modified(synced(b"a", "x", 3, hlc(1, "o")), 90);
+            l.meta.label = Some("x2".into());
+            l
+        };
+        let pushed = remote(b"a", "x2", 4, hlc(100, ME));
+        let mut edited = input.clone();
+        edited.meta.label = Some("x3".into());
+        edited.local_modified_at_ms = 7;
+        let Action::Push { row, stamp } = after_own_push(&input, &pushed, &edited) else {
+            panic!("expected a push")
+        };
+        assert_eq!(row.meta.label.as_deref(), Some("x3"));
+        assert!(stamp > pushed.hlc, "{stamp} must be later than the push {}", pushed.hlc);
+        // Unchanged since the push: the push stands.
+        assert_eq!(after_own_push(&input, &pushed, &input), Action::MarkSynced(pushed.clone()));
+        // Deleted since the push: the deletion is published.
+        let mut gone = input.clone();
+        gone.deleted = true;
+        gone.sync_status = SyncStatus::PendingDelete;
+        assert!(matches!(after_own_push(&input, &pushed, &gone), Action::Push { row, .. } if row.deleted));
+    }
+
+    #[test]
+    fn a_pushed_merge_supersedes_its_input_and_later_edits_apply_on_top() {
+        // We merged their content "b" with our label "mine" and published it.
+        let input = {
+            let mut l = modified(synced(b"a", "x", 3, hlc(1, "o")), 90);
+            l.meta.label = Some("mine".into());
+            l
+        };
+        let pushed = remote(b"b", "mine", 5, hlc(100, ME));
+        // The input itself: the merge supersedes it.
+        assert_eq!(after_own_push(&input, &pushed, &input), Action::Pull(pushed.clone()));
+        // A later label edit keeps the merged content.
+        let mut relabelled = input.clone();
+        relabelled.meta.label = Some("later".into());
+        relabelled.local_modified_at_ms = 7;
+        let Action::Push { row, .. } = after_own_push(&input, &pushed, &relabelled) else {
+            panic!("expected a push")
+        };
+        assert_eq!((row.id.clone(), row.meta.label.as_deref()), (ContentHash::of(b"b"), Some("later")));
+        // New content on top of their content: both changed it.
+        let mut replaced = input.clone();
+        replaced.id = ContentHash::of(b"c");
+        assert!(matches!(
+            after_own_push(&input, &pushed, &replaced),
+            Action::Conflict(ConflictRecord { kind: ConflictKind::BothModified, .. })
+        ));
+        // A push stamped otherwise (an older attempt that never landed) is not ours.
+        let mut other = pushed.clone();
+        other.hlc = hlc(101, ME);
+        let seen = HlcClock::new(ME, None);
+        let mut pushes = OwnPushes::default();
+        pushes.insert(&input, &pushed.hlc);
+        let c = DecideContext { instance: ME, seen: &seen, void_base: false, own_pushes: &pushes };
+        assert_eq!(decide(Some(&input), Some(&other), &c), decide(Some(&input), Some(&other), &ctx(&seen)));
+    }
+
     #[test]
     fn a_remote_behind_our_base_gets_our_state_again() {
         let seen = HlcClock::new(ME, None);
@@ -382,7 +524,7 @@ mod tests {
     #[test]
     fn a_void_base_never_deletes_and_offers_local_files() {
         let seen = HlcClock::new(ME, None);
-        let c = DecideContext { instance: ME, seen: &seen, void_base: true };
+        let c = DecideContext { instance: ME, seen: &seen, void_base: true, own_pushes: &NO_PUSHES };
         let l = synced(b"a", "x", 9, hlc(9, "o"));
         assert!(matches!(decide(Some(&l), None, &c), Action::Push { .. }));
         let mut r = remote(b"a", "x", 2, hlc(2, "o"));

@@ -1,6 +1,6 @@
 //! Same seed, same trace: run twice, and run on both engines.
 
-use davsync_sim::{Config, Engine, Engines, Outcome, Profile, run_seed};
+use davsync_sim::{Config, Engine, Engines, Outcome, run_seed};
 
 fn outcome(engines: &mut Engines, cfg: &Config, seed: u64) -> Outcome {
     run_seed(engines, cfg, seed, true).expect("engine starts")
@@ -26,6 +26,7 @@ fn a_seed_replays_byte_for_byte() {
 #[test]
 #[cfg(feature = "wasm")]
 fn native_core_and_wasm_component_give_identical_traces() {
+    use davsync_sim::Profile;
     let mut native = Engines::new(Engine::Native);
     let mut wasm = Engines::new(Engine::Wasm);
     for (seed, profile) in
