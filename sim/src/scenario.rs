@@ -209,9 +209,10 @@ struct Sim<'e> {
     freezes: bool,
     /// Per node: frozen (not scheduled) until this step.
     frozen_until: Vec<u64>,
-    /// Every `metadata.db` committed since the last restore, by (epoch,
-    /// version): a version number must name one database.
-    commits: BTreeMap<(String, i64), ContentHash>,
+    /// Every `metadata.db` published (`version.txt` written to its version)
+    /// since the last restore, by (epoch, version): a published version
+    /// number must name one database.
+    published: BTreeMap<(String, i64), ContentHash>,
     /// Leases have expired and syncs run one at a time: every sync must work.
     settled: bool,
     backup: Option<MemServerSnapshot>,
@@ -278,7 +279,7 @@ impl<'e> Sim<'e> {
             backward_jumps: cfg.backward_jumps,
             freezes: cfg.freezes,
             frozen_until: vec![0; cfg.instances],
-            commits: BTreeMap::new(),
+            published: BTreeMap::new(),
             settled: false,
             backup: None,
             version_txt: None,
@@ -431,14 +432,14 @@ impl<'e> Sim<'e> {
         match (self.choices.weighted(&[6, 3, 1]), self.backup.clone()) {
             (1, Some(snapshot)) => {
                 self.remote.restore(snapshot);
-                self.commits.clear();
+                self.published.clear();
                 self.version_txt = self.read_version_txt();
                 self.log(format!("remote restored from the backup (version.txt {:?})", self.version_txt));
             }
             (2, _) => {
                 let empty = MemServerSnapshot { files: BTreeMap::new(), collections: BTreeMap::new() };
                 self.remote.restore(empty);
-                self.commits.clear();
+                self.published.clear();
                 self.version_txt = None;
                 self.log("remote wiped: recreated empty (a new epoch)".to_owned());
             }
@@ -751,11 +752,12 @@ impl<'e> Sim<'e> {
         }
         let Op::Put { path, bytes, .. } = op else { return Ok(()) };
         if path == "metadata.db" {
-            return self.check_one_db_per_version(i);
+            return self.check_one_db_per_version(i, false);
         }
         if path != "version.txt" {
             return Ok(());
         }
+        self.check_one_db_per_version(i, true)?;
         let now = self.read_version_txt();
         let busy = self.nodes[i].busy.as_mut().expect("busy");
         if now == self.version_txt {
@@ -784,11 +786,12 @@ impl<'e> Sim<'e> {
         })
     }
 
-    /// A version number names one database: two different `metadata.db`
-    /// committed under the same epoch and version would let an instance
-    /// that recorded that version skip the other one's changes for good (its
-    /// quick check compares only the number). Only a restore may reuse one.
-    fn check_one_db_per_version(&mut self, i: usize) -> Check {
+    /// A published version names one database: were a `metadata.db` other
+    /// than the one published as version N later published or left as N, an
+    /// instance that recorded N would skip the other one's changes for good
+    /// (its quick check compares only the number). `publishing`: `version.txt`
+    /// was just written. Only a restore may reuse a version.
+    fn check_one_db_per_version(&mut self, i: usize, publishing: bool) -> Check {
         let Some(bytes) = self.remote.read("metadata.db") else { return Ok(()) };
         let db = RemoteDb::from_bytes(&bytes).map_err(|e| format!("n{i} wrote a bad metadata.db: {e}"))?;
         // The rows, leaving out `updated_at` (a wall-clock note, not state).
@@ -798,13 +801,16 @@ impl<'e> Sim<'e> {
         let state: Vec<_> = rows.into_iter().map(|r| RemoteRow { updated_at: String::new(), ..r }).collect();
         let digest = ContentHash::of(format!("{state:?}").as_bytes());
         let key = (db.epoch().to_owned(), db.version());
-        match self.commits.get(&key) {
-            Some(known) if *known != digest => {
-                Err(format!("n{i} committed a different metadata.db as version {} (epoch {})", key.1, key.0))
-            }
+        match self.published.get(&key) {
+            Some(known) if *known != digest => Err(format!(
+                "n{i} replaced the published metadata.db of version {} (epoch {}) with another one",
+                key.1, key.0
+            )),
             Some(_) => Ok(()),
             None => {
-                self.commits.insert(key, digest);
+                if publishing && self.read_version_txt() == Some(key.1) {
+                    self.published.insert(key, digest);
+                }
                 Ok(())
             }
         }
