@@ -15,7 +15,8 @@
 
 use std::collections::HashMap;
 
-use davsync_core::model::{ContentHash, FileMeta, LocalRow};
+use davsync_core::hlc::Hlc;
+use davsync_core::model::{ContentHash, FileMeta, LocalRow, SyncStatus};
 
 /// A write's number (also its metadata token).
 pub type WriteId = u32;
@@ -125,6 +126,9 @@ pub struct Oracle {
     by_token: HashMap<(String, WriteId), WriteId>,
     knows: Vec<Known>,
     conflict_step: HashMap<(usize, String), u64>,
+    /// The first (lowest) stamp a synced row carrying each metadata write
+    /// was seen with: the stamp the write was published under.
+    stamps: HashMap<WriteId, Hlc>,
 }
 
 impl Oracle {
@@ -199,6 +203,14 @@ impl Oracle {
                 return Err(format!("n{i}: row {s} holds metadata w{t} that no write of it produced"));
             };
             self.learn(i, m);
+            // A synced row's stamp is that of its published state; a pending
+            // row still carries the stamp of the state it was edited from.
+            if let (Some(h), SyncStatus::Synced | SyncStatus::DeletionSynced) = (&row.hlc, row.sync_status) {
+                let first = self.stamps.entry(m).or_insert_with(|| h.clone());
+                if h < first {
+                    *first = h.clone();
+                }
+            }
         }
         Ok(())
     }
@@ -244,6 +256,7 @@ impl Oracle {
         for f in finals.iter() {
             self.check_names(f.0, f.1)?;
         }
+        self.check_stamps()?;
         for w in self.writes.iter().filter(|w| !w.discarded) {
             let Some(f) = finals.get(&w.stable_id) else {
                 // No remote knows the file (e.g. made and deleted before the
@@ -275,6 +288,31 @@ impl Oracle {
                         ));
                     }
                     self.check_meta(w, f)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The hybrid logical clock respects causality: a metadata write made
+    /// after its writer had seen another write's metadata of the same file
+    /// is published under a later stamp (else last-write-wins could let the
+    /// older one win).
+    fn check_stamps(&self) -> Result<(), String> {
+        for w2 in self.writes.iter().filter(|w| w.token.is_some() && !w.discarded) {
+            let Some(s2) = self.stamps.get(&w2.id) else { continue };
+            for w1 in self.writes.iter().filter(|w| w.stable_id == w2.stable_id && w.token.is_some()) {
+                if w1.id == w2.id || !w2.knew.has(w1.id) {
+                    continue;
+                }
+                if let Some(s1) = self.stamps.get(&w1.id)
+                    && s2 <= s1
+                {
+                    return Err(format!(
+                        "HLC order: w{} ({:?} by n{}) on {} was published under {s2}, not after w{} ({s1}), \
+                         which its writer had seen",
+                        w2.id, w2.kind, w2.by, w2.stable_id, w1.id
+                    ));
                 }
             }
         }
@@ -403,6 +441,36 @@ mod tests {
         };
         o.resolved(1, &tomb, Choice::Remote);
         assert!(o.check_final(&fin("a", add, false)).is_ok());
+    }
+
+    fn synced_row(content: &str, token: WriteId, stamp_ms: i64) -> LocalRow {
+        LocalRow {
+            stable_id: "f".into(),
+            id: hash(content),
+            meta: FileMeta { file_metadata: token_json(token), ..FileMeta::default() },
+            deleted: false,
+            sync_status: SyncStatus::Synced,
+            remote_version: Some(1),
+            sync_hash: Some(hash(content)),
+            local_modified_at_ms: 0,
+            hlc: Some(Hlc { physical_ms: stamp_ms, counter: 0, instance: "i".into() }),
+            conflict: None,
+        }
+    }
+
+    #[test]
+    fn a_write_published_under_an_older_stamp_than_one_its_writer_saw_is_refused() {
+        let mut o = Oracle::new(2);
+        let add = o.record(0, "f", WriteKind::Add, Some(hash("a")), Some(0), 0);
+        o.observe(1, [synced_row("a", add, 10)].iter()).unwrap();
+        let later = o.record(1, "f", WriteKind::Meta, None, Some(1), 1);
+        o.observe(1, [synced_row("a", later, 11)].iter()).unwrap();
+        assert!(o.check_final(&fin("a", later, false)).is_ok());
+        // The same write seen later under an even older stamp: its first
+        // publication was stamped before what its writer had seen.
+        o.observe(0, [synced_row("a", later, 9)].iter()).unwrap();
+        let err = o.check_final(&fin("a", later, false)).unwrap_err();
+        assert!(err.contains("HLC order"), "{err}");
     }
 
     #[test]
