@@ -9,8 +9,9 @@
 //!
 //! - [`choices`]: where every decision comes from (a seed, or a list that
 //!   proptest generates and shrinks).
-//! - [`executor`]: one thread per instance running its engine calls, and the
-//!   baton that keeps exactly one thread running at a time.
+//! - [`executor`]: per instance, a coroutine (native core) or a thread
+//!   (component) running its engine calls, and the baton that keeps exactly
+//!   one of them running at a time.
 //! - [`scenario`]: the scheduler, the workload, the faults, the invariants.
 //! - [`oracle`]: the record of every write and the "nothing lost" check.
 //! - [`trace`]: the hashed trace.
