@@ -751,13 +751,10 @@ impl<'e> Sim<'e> {
             busy.remote_writes += 1;
         }
         let Op::Put { path, bytes, .. } = op else { return Ok(()) };
-        if path == "metadata.db" {
-            return self.check_one_db_per_version(i, false);
-        }
         if path != "version.txt" {
             return Ok(());
         }
-        self.check_one_db_per_version(i, true)?;
+        self.check_one_db_per_version(&format!("n{i}"), true)?;
         let now = self.read_version_txt();
         let busy = self.nodes[i].busy.as_mut().expect("busy");
         if now == self.version_txt {
@@ -789,11 +786,13 @@ impl<'e> Sim<'e> {
     /// A published version names one database: were a `metadata.db` other
     /// than the one published as version N later published or left as N, an
     /// instance that recorded N would skip the other one's changes for good
-    /// (its quick check compares only the number). `publishing`: `version.txt`
-    /// was just written. Only a restore may reuse a version.
-    fn check_one_db_per_version(&mut self, i: usize, publishing: bool) -> Check {
+    /// (its quick check compares only the number). Checked when `version.txt`
+    /// is written (`publishing`) and at the end (parsing the database at
+    /// every `metadata.db` write would double the simulator's cost). Only a
+    /// restore may reuse a version.
+    fn check_one_db_per_version(&mut self, who: &str, publishing: bool) -> Check {
         let Some(bytes) = self.remote.read("metadata.db") else { return Ok(()) };
-        let db = RemoteDb::from_bytes(&bytes).map_err(|e| format!("n{i} wrote a bad metadata.db: {e}"))?;
+        let db = RemoteDb::from_bytes(&bytes).map_err(|e| format!("{who}: bad metadata.db: {e}"))?;
         // The rows, leaving out `updated_at` (a wall-clock note, not state).
         let ids: Vec<String> = db.row_versions().map_err(|e| e.to_string())?.into_keys().collect();
         let mut rows = db.rows(&ids).map_err(|e| e.to_string())?;
@@ -803,7 +802,7 @@ impl<'e> Sim<'e> {
         let key = (db.epoch().to_owned(), db.version());
         match self.published.get(&key) {
             Some(known) if *known != digest => Err(format!(
-                "n{i} replaced the published metadata.db of version {} (epoch {}) with another one",
+                "{who}: the published metadata.db of version {} (epoch {}) was replaced by another one",
                 key.1, key.0
             )),
             Some(_) => Ok(()),
@@ -1173,6 +1172,7 @@ impl<'e> Sim<'e> {
     /// After quiescence: everyone agrees, every blob is there and right,
     /// and no write was lost.
     fn check_final(&mut self) -> Check {
+        self.check_one_db_per_version("at the end", false)?;
         let remote_rows = self.remote_rows()?;
         let db_version = self.remote_db()?.map_or(0, |db| db.version());
         if self.read_version_txt().unwrap_or(0) != db_version {
