@@ -36,6 +36,15 @@ pub(crate) use bindings::{SyncEngine, SyncEnginePre};
 /// The component's bytes, built by `build.rs`.
 pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("DAVSYNC_COMPONENT_WASM"));
 
+/// Most bytes the guest may hand the host in one import call (wasmtime's
+/// "hostcall fuel"; its default of 128 MiB is a guard against hostile guests).
+/// Ours is our own, embedded component, and its largest legitimate transfers
+/// grow with the data: `put` of a `metadata.db` of up to `metadata_bytes_max`
+/// (512 MiB by default) and the local commit of a first sync (about 2.5 KiB
+/// per file, so 100,000 files already exceed 128 MiB). The guest's whole
+/// 32-bit memory is 4 GiB; 2 GiB bounds a single call well above both.
+const HOSTCALL_FUEL_BYTES: usize = 2 << 30;
+
 /// A compiled, linked component, ready to instantiate (cheaply) per call.
 pub struct ComponentEngine {
     engine: Engine,
@@ -77,6 +86,7 @@ impl ComponentEngine {
         call: impl FnOnce(&mut Store<HostState>, &SyncEngine) -> wasmtime::Result<T>,
     ) -> (Result<T>, Ports) {
         let mut store = Store::new(&self.engine, HostState { ports });
+        store.set_hostcall_fuel(HOSTCALL_FUEL_BYTES);
         let result = wt(self.pre.instantiate(&mut store))
             .context("instantiating the sync component")
             .and_then(|bindings| wt(call(&mut store, &bindings)).context("the sync component trapped"));
