@@ -36,6 +36,10 @@ pub(crate) use bindings::{SyncEngine, SyncEnginePre};
 /// The component's bytes, built by `build.rs`.
 pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("DAVSYNC_COMPONENT_WASM"));
 
+/// SHA-256 (hex) of [`COMPONENT_WASM`], computed by `build.rs` so that a
+/// start of the host does not hash the megabyte again.
+const COMPONENT_SHA256: &str = env!("DAVSYNC_COMPONENT_SHA256");
+
 /// Most bytes the guest may hand the host in one import call (wasmtime's
 /// "hostcall fuel"; its default of 128 MiB is a guard against hostile guests).
 /// Ours is our own, embedded component, and its largest legitimate transfers
@@ -113,7 +117,7 @@ fn cache_key(engine: &Engine) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     let mut digest = Sha256::new();
-    digest.update(COMPONENT_WASM);
+    digest.update(COMPONENT_SHA256.as_bytes());
     digest.update(h.finish().to_le_bytes());
     let d = digest.finalize();
     d.iter().take(16).map(|b| format!("{b:02x}")).collect()
