@@ -6,7 +6,8 @@
 //!    (TOOLCHAIN.md, route U).
 //! 2. `wit-component` turns that core module into a component.
 //! 3. The component lands in `{OUT_DIR}/davsync_sync.wasm`; its path reaches
-//!    the crate as `env!("DAVSYNC_COMPONENT_WASM")`.
+//!    the crate as `env!("DAVSYNC_COMPONENT_WASM")`, its SHA-256 (hex) as
+//!    `env!("DAVSYNC_COMPONENT_SHA256")`.
 //!
 //! Quiet on success; on failure the nested build's stderr is printed.
 
@@ -15,6 +16,8 @@ use std::error::Error;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use sha2::Digest;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -75,9 +78,13 @@ fn run() -> Result<(), BoxError> {
         .encode()
         .map_err(|e| format!("encoding {} as a component: {e:#}", module.display()))?;
     let dest = out_dir.join("davsync_sync.wasm");
+    // The compiled-component cache is keyed by this hash: computed here once,
+    // not at every start of the host (it was the largest part of startup).
+    let sha256: String = sha2::Sha256::digest(&component).iter().map(|b| format!("{b:02x}")).collect();
     std::fs::write(&dest, component).map_err(|e| format!("writing {}: {e}", dest.display()))?;
     watch_own_output(&dest)?;
     println!("cargo:rustc-env=DAVSYNC_COMPONENT_WASM={}", dest.display());
+    println!("cargo:rustc-env=DAVSYNC_COMPONENT_SHA256={sha256}");
     Ok(())
 }
 

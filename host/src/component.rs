@@ -36,6 +36,19 @@ pub(crate) use bindings::{SyncEngine, SyncEnginePre};
 /// The component's bytes, built by `build.rs`.
 pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("DAVSYNC_COMPONENT_WASM"));
 
+/// SHA-256 (hex) of [`COMPONENT_WASM`], computed by `build.rs` so that a
+/// start of the host does not hash the megabyte again.
+const COMPONENT_SHA256: &str = env!("DAVSYNC_COMPONENT_SHA256");
+
+/// Most bytes the guest may hand the host in one import call (wasmtime's
+/// "hostcall fuel"; its default of 128 MiB is a guard against hostile guests).
+/// Ours is our own, embedded component, and its largest legitimate transfers
+/// grow with the data: `put` of a `metadata.db` of up to `metadata_bytes_max`
+/// (512 MiB by default) and the local commit of a first sync (about 2.5 KiB
+/// per file, so 100,000 files already exceed 128 MiB). The guest's whole
+/// 32-bit memory is 4 GiB; 2 GiB bounds a single call well above both.
+const HOSTCALL_FUEL_BYTES: usize = 2 << 30;
+
 /// A compiled, linked component, ready to instantiate (cheaply) per call.
 pub struct ComponentEngine {
     engine: Engine,
@@ -77,6 +90,7 @@ impl ComponentEngine {
         call: impl FnOnce(&mut Store<HostState>, &SyncEngine) -> wasmtime::Result<T>,
     ) -> (Result<T>, Ports) {
         let mut store = Store::new(&self.engine, HostState { ports });
+        store.set_hostcall_fuel(HOSTCALL_FUEL_BYTES);
         let result = wt(self.pre.instantiate(&mut store))
             .context("instantiating the sync component")
             .and_then(|bindings| wt(call(&mut store, &bindings)).context("the sync component trapped"));
@@ -103,7 +117,7 @@ fn cache_key(engine: &Engine) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     let mut digest = Sha256::new();
-    digest.update(COMPONENT_WASM);
+    digest.update(COMPONENT_SHA256.as_bytes());
     digest.update(h.finish().to_le_bytes());
     let d = digest.finalize();
     d.iter().take(16).map(|b| format!("{b:02x}")).collect()

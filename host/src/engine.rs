@@ -92,10 +92,14 @@ impl Syncer {
         let mut ports = self.ports.take().expect("ports are always returned after a call");
         let (result, ports) = match &self.runner {
             Runner::Native => {
+                crate::logging::note_engine_call("native");
                 let r = native(&mut ports.io());
                 (Ok(r), ports)
             }
-            Runner::Component(c) => c.with_instance(ports, wasm),
+            Runner::Component(c) => c.with_instance(ports, |store, bindings| {
+                crate::logging::note_engine_call("component");
+                wasm(store, bindings)
+            }),
         };
         self.ports = Some(ports);
         result

@@ -188,6 +188,13 @@ impl Setup {
 
     /// The engine over the real adapters, reporting progress to `progress`.
     pub fn syncer(&self, progress: Box<dyn Progress>) -> Result<Syncer> {
+        let ports = self.ports(progress)?;
+        Syncer::new(self.engine, ports, crate::component::default_cache_dir().as_deref())
+    }
+
+    /// The real adapters for this data folder and remote, reporting progress
+    /// to `progress` (what [`Setup::syncer`] runs the engine on).
+    pub fn ports(&self, progress: Box<dyn Progress>) -> Result<Ports> {
         let store = self.open_store()?;
         let files_dir = store.files_dir().to_path_buf();
         let (remote, blobs): (
@@ -206,15 +213,14 @@ impl Setup {
                 (Box::new(dav.clone()), Box::new(WebDavBlobs::new(files_dir, dav)))
             }
         };
-        let ports = Ports {
+        Ok(Ports {
             local: Box::new(store),
             remote,
             blobs,
             clock: Box::new(SystemClock),
             random: Box::new(OsRandom),
             progress,
-        };
-        Syncer::new(self.engine, ports, crate::component::default_cache_dir().as_deref())
+        })
     }
 
     /// Sync options with this machine's name for the lease.

@@ -110,10 +110,16 @@ impl DavServer {
     /// `davsync-secret`) when `auth`, anonymous otherwise. Returns once it
     /// answers HTTP; fails with its stderr if it does not within 20 s.
     pub fn start(kind: ServerKind, auth: bool) -> Result<DavServer> {
+        Self::start_serving(kind, auth, None)
+    }
+
+    /// [`DavServer::start`] serving the existing folder `served` (left in
+    /// place when the server stops) instead of a new empty one.
+    pub fn start_serving(kind: ServerKind, auth: bool, served: Option<&Path>) -> Result<DavServer> {
         let mut last_err = None;
         // A port found free can be taken before the server binds it: retry.
         for _ in 0..3 {
-            match Self::start_once(kind, auth) {
+            match Self::start_once(kind, auth, served) {
                 Ok(server) => return Ok(server),
                 Err(e) if format!("{e:#}").to_lowercase().contains("in use") => last_err = Some(e),
                 Err(e) => return Err(e),
@@ -122,10 +128,16 @@ impl DavServer {
         Err(last_err.expect("three attempts"))
     }
 
-    fn start_once(kind: ServerKind, auth: bool) -> Result<DavServer> {
+    fn start_once(kind: ServerKind, auth: bool, served: Option<&Path>) -> Result<DavServer> {
         let base = tempfile::Builder::new().prefix(&format!("davsync-{}-", kind.name())).tempdir()?;
-        let dir = base.path().join("dav");
-        std::fs::create_dir(&dir)?;
+        let dir = match served {
+            Some(dir) => dir.to_path_buf(),
+            None => {
+                let dir = base.path().join("dav");
+                std::fs::create_dir(&dir)?;
+                dir
+            }
+        };
         let port = free_port()?;
         let (user, password) = if auth {
             (Some("davsync".to_string()), Some("davsync-secret".to_string()))

@@ -1,0 +1,866 @@
+//! davsync at scale (issue 7): is the no-change check really O(1), what does
+//! a one-edit sync cost at 100,000 files, and what does the component cost
+//! compared with the native core.
+//!
+//! ```text
+//! cargo bench -p davsync --bench scale -- [--sizes 1000,10000,100000] [--runs 3] [--status-calls 30]
+//! ```
+//!
+//! Fixtures: for each size, an app database and data folder (half PDFs, half
+//! TEI XML files of 0.3-1.5 KiB, SPEC metadata with realistic JSON, five
+//! collections), synced once to a folder remote (that first sync, run as a
+//! child `davsync sync` under `/usr/bin/time`, gives the first-sync time and
+//! peak RSS). That folder is then the remote of every measurement, served by
+//! wsgidav or used directly as a folder remote: its layout is the WebDAV
+//! layout. Fixtures are cached under
+//! `target/davsync-scale/v{FORMAT}-{size}/` (or `$DAVSYNC_SCALE_DIR`); each
+//! measured sync leaves them synced, so later runs reuse them.
+//!
+//! Each run measures, per size (medians over runs in the table):
+//! - the no-change status check (`Syncer::status`, component), K calls;
+//! - an O(n) scan baseline, implemented here only: `PROPFIND Depth: 1` of the
+//!   root and of every shard folder, plus a walk of the local data folder,
+//!   comparing names and sizes with the remote and mtimes with the previous
+//!   scan, no hashing;
+//! - a sync of one metadata edit, with its phases (from progress events and
+//!   a timing wrapper around the remote port);
+//! - (sizes up to 10,000) a sync after the app changed the collections of
+//!   every file, through the native core and through the component.
+//!
+//! And once: host process start to first engine call (child `davsync
+//! status` with `RUST_LOG=davsync::startup=debug`, cached compiled component).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail, ensure};
+use davsync::engine::{EngineKind, Syncer};
+use davsync::folder::FolderRemote;
+use davsync::local_sqlite::SqliteStore;
+use davsync::setup::{RemoteSpec, Setup};
+use davsync::webdav::{WebDav, WebDavConfig};
+use davsync_core::model::iso8601_utc;
+use davsync_core::ports::{
+    Fetched, Phase, Precondition, Progress, ProgressEvent, RemoteEntry, RemoteError, RemoteStat,
+    RemoteTransport,
+};
+use davsync_core::{SyncOptions, SyncSummary};
+use sha2::{Digest, Sha256};
+
+#[path = "../../tests/all/servers.rs"]
+#[allow(unused_imports)]
+mod servers;
+
+use servers::{DavServer, ServerKind};
+
+/// Bump when the generated fixture changes, so stale caches are not reused.
+const FORMAT_VERSION: u32 = 1;
+/// Sizes up to this get the bulk-edit sync (native vs component).
+const BULK_SIZE_MAX: usize = 10_000;
+/// Child runs of `davsync status` for the startup figure.
+const STARTUP_RUNS: usize = 15;
+
+const COLLECTIONS: [&str; 5] = ["corpus-a", "corpus-b", "training-2024", "gold", "reviewed"];
+
+fn main() -> Result<()> {
+    let opts = Options::parse()?;
+    let root = std::env::var_os("DAVSYNC_SCALE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/davsync-scale"));
+    eprintln!("load before: {}", loadavg());
+    let mut results = Vec::new();
+    for &size in &opts.sizes {
+        let fixture = Fixture::ensure(&root, size)?;
+        results.push(measure_size(&fixture, &opts)?);
+    }
+    let startup = measure_startup(&Fixture::ensure(&root, opts.sizes[0])?)?;
+    eprintln!("load after: {}", loadavg());
+    print_table(&opts, &results, &startup);
+    let _ = std::fs::remove_dir_all(root.join("trash"));
+    Ok(())
+}
+
+struct Options {
+    sizes: Vec<usize>,
+    runs: usize,
+    status_calls: usize,
+}
+
+impl Options {
+    fn parse() -> Result<Options> {
+        let mut o = Options { sizes: vec![1_000, 10_000, 100_000], runs: 3, status_calls: 30 };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+            match a.as_str() {
+                "--sizes" => {
+                    o.sizes = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
+                }
+                "--runs" => o.runs = value()?.parse()?,
+                "--status-calls" => o.status_calls = value()?.parse()?,
+                "--bench" => {} // cargo bench passes it
+                other => bail!("unknown argument {other:?}"),
+            }
+        }
+        ensure!(!o.sizes.is_empty() && o.runs > 0 && o.status_calls > 0, "nothing to measure");
+        Ok(o)
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned()
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+/// One cached fixture: an instance's data folder and the remote it synced to.
+struct Fixture {
+    size: usize,
+    dir: PathBuf,
+    first_sync: FirstSync,
+}
+
+/// The first sync that built the fixture (child `davsync sync`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FirstSync {
+    seconds: f64,
+    max_rss_kib: u64,
+    uploaded: u32,
+    when: String,
+}
+
+impl Fixture {
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn db(&self) -> PathBuf {
+        self.data().join("app.db")
+    }
+
+    fn remote(&self) -> PathBuf {
+        self.dir.join("remote")
+    }
+
+    fn ensure(root: &Path, size: usize) -> Result<Fixture> {
+        let dir = root.join(format!("v{FORMAT_VERSION}-{size}"));
+        let ready = dir.join("first-sync.json");
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let first_sync = serde_json::from_str(&text).context("reading the fixture's first-sync.json")?;
+            return Ok(Fixture { size, dir, first_sync });
+        }
+        if dir.exists() {
+            // Deleting 100k files is slow (minutes on a disk mounted with
+            // `discard`): move them aside now, delete them at the end.
+            let trash = root.join("trash");
+            std::fs::create_dir_all(&trash)?;
+            let aside = tempfile::Builder::new().prefix("stale-").tempdir_in(&trash)?.keep();
+            std::fs::rename(&dir, aside.join("fixture"))?;
+        }
+        std::fs::create_dir_all(dir.join("remote"))?;
+        let mut fixture = Fixture {
+            size,
+            dir,
+            first_sync: FirstSync { seconds: 0.0, max_rss_kib: 0, uploaded: 0, when: String::new() },
+        };
+        eprintln!("fixture {size}: generating files and app database");
+        generate(&fixture.data(), &fixture.db(), size)?;
+        eprintln!("fixture {size}: first sync (a child davsync, timed)");
+        fixture.first_sync = fixture.first_sync()?;
+        std::fs::write(&ready, serde_json::to_vec_pretty(&fixture.first_sync)?)?;
+        Ok(fixture)
+    }
+
+    /// The first sync, as a child `davsync sync` under `/usr/bin/time`, to a
+    /// folder remote staged on tmpfs (`/dev/shm`, when there is one), then
+    /// copied into the fixture. The staging only spares the 4 fsyncs per blob
+    /// of the folder remote (9 ms each on the development machine, 100k files
+    /// would take an hour); the layout is the same as a WebDAV server's.
+    fn first_sync(&self) -> Result<FirstSync> {
+        let shm = Path::new("/dev/shm");
+        let stage = if shm.is_dir() {
+            tempfile::Builder::new().prefix("davsync-scale-").tempdir_in(shm)?
+        } else {
+            tempfile::Builder::new().prefix("first-sync-").tempdir_in(&self.dir)?
+        };
+        let staged = stage.path().join("remote");
+        let rss_file = self.dir.join("first-sync.time");
+        let started = Instant::now();
+        let out = Command::new("/usr/bin/time")
+            .args(["-f", "%M"])
+            .arg("-o")
+            .arg(&rss_file)
+            .arg(env!("CARGO_BIN_EXE_davsync"))
+            .arg("--data")
+            .arg(self.data())
+            .arg("--db")
+            .arg(self.db())
+            .arg("--remote")
+            .arg(&staged)
+            .args(["--json", "sync"])
+            .output()
+            .context("running /usr/bin/time davsync sync")?;
+        let seconds = started.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!("first sync failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let summary: SyncSummary = serde_json::from_slice(&out.stdout).context("the sync summary")?;
+        ensure!(summary.uploaded as usize == self.size && summary.errors == 0, "first sync: {summary:?}");
+        let rss = std::fs::read_to_string(&rss_file)?;
+        let max_rss_kib = rss.lines().last().unwrap_or_default().trim().parse().context("time's %M")?;
+        std::fs::remove_dir(self.remote())?;
+        let copied = Command::new("cp").arg("-a").arg(&staged).arg(self.remote()).status()?;
+        ensure!(copied.success(), "copying the staged remote failed");
+        Ok(FirstSync { seconds, max_rss_kib, uploaded: summary.uploaded, when: iso8601_utc(now_ms()) })
+    }
+}
+
+fn now_ms() -> i64 {
+    let d = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A deterministic pseudo-random stream (splitmix64).
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+fn stable_id_of(i: usize) -> String {
+    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut m = Mix(i as u64 ^ 0x5ca1e);
+    (0..12).map(|_| char::from(ALPHABET[(m.next() % 36) as usize])).collect()
+}
+
+/// One generated file: its bytes and the `files` row the app would write.
+struct GeneratedFile {
+    bytes: Vec<u8>,
+    values: Vec<rusqlite::types::Value>,
+    rel_path: String,
+}
+
+/// File `i`: documents come in pairs, a PDF and its TEI transcription.
+fn generated_file(i: usize, now_iso: &str) -> GeneratedFile {
+    use rusqlite::types::Value::{Integer, Null, Text};
+    let mut m = Mix(i as u64);
+    let doc = i / 2;
+    let tei = i % 2 == 1;
+    let len = 300 + (m.next() % 1200) as usize;
+    let mut bytes = if tei {
+        format!("<TEI xmlns=\"http://www.tei-c.org/ns/1.0\"><!-- doc {doc} -->").into_bytes()
+    } else {
+        format!("%PDF-1.7\n% doc {doc}\n").into_bytes()
+    };
+    while bytes.len() < len {
+        bytes.extend_from_slice(&m.next().to_le_bytes());
+    }
+    let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let (file_type, ext, mime) =
+        if tei { ("tei", ".tei.xml", "application/tei+xml") } else { ("pdf", ".pdf", "application/pdf") };
+    let surnames = ["Müller", "Smith", "Garcia", "Nakamura", "Okafor", "Dubois", "Rossi", "Kowalski"];
+    let authors: Vec<String> = (0..1 + m.next() % 4)
+        .map(|k| format!(r#"{{"given":"A{k}.","family":"{}"}}"#, m.pick(&surnames)))
+        .collect();
+    let journal = m.pick(&["Journal of Legal History", "Zeitschrift für Rechtsgeschichte", "Law & Society"]);
+    let doc_metadata = format!(
+        r#"{{"title":"On the history of document {doc}: sources, editions and commentary","authors":[{}],"date":"{}","journal":"{journal}","volume":"{}","pages":"{}-{}","publisher":"Bench Press","language":"{}"}}"#,
+        authors.join(","),
+        1950 + doc % 70,
+        1 + doc % 40,
+        doc % 300,
+        doc % 300 + 20,
+        m.pick(&["de", "en", "fr", "it"]),
+    );
+    let file_metadata = if tei {
+        format!(
+            r#"{{"extractor":"grobid","extractor_version":"0.8.1","pages":{},"status":"{}"}}"#,
+            4 + m.next() % 60,
+            m.pick(&["draft", "checked", "final"])
+        )
+    } else {
+        format!(r#"{{"pages":{},"source":"upload"}}"#, 4 + m.next() % 60)
+    };
+    let mut collections = vec![COLLECTIONS[doc % 3]];
+    if doc.is_multiple_of(7) {
+        collections.push(COLLECTIONS[3 + doc % 2]);
+    }
+    let doc_collections = serde_json::to_string(&collections).expect("strings serialize");
+    let values = vec![
+        Text(stable_id_of(i)),
+        Text(hash.clone()),
+        Text(format!("doc-{doc:06}{ext}")),
+        Text(format!("10.5555/bench.{doc}")),
+        Text("doi".into()),
+        Text(file_type.into()),
+        Text(mime.into()),
+        Integer(bytes.len() as i64),
+        Text(m.pick(&["original", "transcription", "annotated"]).into()),
+        if tei { Text("grobid-0.8.1".into()) } else { Null },
+        Integer(1),
+        Integer(i64::from(i.is_multiple_of(50))),
+        Integer(0),
+        Text(now_iso.into()),
+        Text("modified".into()),
+        Text(now_iso.into()),
+        Text(now_iso.into()),
+        Text(doc_collections),
+        Text(doc_metadata),
+        Text(file_metadata),
+    ];
+    GeneratedFile { rel_path: format!("{}/{hash}{ext}", &hash[..2]), bytes, values }
+}
+
+/// Writes `size` files into `data/files/` and their rows into the app
+/// database, in one transaction, as the app's import would (bench data: no
+/// fsync).
+fn generate(data: &Path, db: &Path, size: usize) -> Result<()> {
+    drop(SqliteStore::open(db, data)?); // the app's schema
+    let mut conn = rusqlite::Connection::open(db)?;
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO files (stable_id, id, filename, doc_id, doc_id_type, file_type, mime_type,
+             file_size, label, variant, version, is_gold_standard, deleted, local_modified_at,
+             sync_status, created_at, updated_at, doc_collections, doc_metadata, file_metadata)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+        )?;
+        let now_iso = iso8601_utc(now_ms());
+        for i in 0..size {
+            let f = generated_file(i, &now_iso);
+            let path = data.join("files").join(&f.rel_path);
+            std::fs::create_dir_all(path.parent().expect("a shard folder"))?;
+            std::fs::write(&path, &f.bytes)?;
+            insert.execute(rusqlite::params_from_iter(f.values))?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Instrumented ports
+// ---------------------------------------------------------------------------
+
+/// What happened during one engine call, with times.
+#[derive(Clone, Default)]
+struct Trace(Arc<Mutex<Vec<Event>>>);
+
+#[derive(Clone, Debug)]
+enum Event {
+    Progress { at: Instant, phase: Phase },
+    Remote { start: Instant, end: Instant, op: &'static str, path: String },
+}
+
+impl Trace {
+    fn push(&self, e: Event) {
+        self.0.lock().expect("trace lock").push(e);
+    }
+
+    fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.0.lock().expect("trace lock"))
+    }
+}
+
+impl Progress for Trace {
+    fn report(&mut self, event: ProgressEvent) {
+        self.push(Event::Progress { at: Instant::now(), phase: event.phase });
+    }
+}
+
+/// A remote port that records the time of every call.
+struct Timed<R> {
+    inner: R,
+    trace: Trace,
+}
+
+impl<R> Timed<R> {
+    fn run<T>(&mut self, op: &'static str, path: &str, f: impl FnOnce(&mut R) -> T) -> T {
+        let start = Instant::now();
+        let out = f(&mut self.inner);
+        self.trace.push(Event::Remote { start, end: Instant::now(), op, path: path.to_owned() });
+        out
+    }
+}
+
+impl RemoteTransport for Timed<Box<dyn RemoteTransport>> {
+    fn get(&mut self, path: &str, bytes_max: u64) -> Result<Fetched, RemoteError> {
+        self.run("GET", path, |r| r.get(path, bytes_max))
+    }
+
+    fn put(&mut self, path: &str, bytes: &[u8], c: &Precondition) -> Result<Option<String>, RemoteError> {
+        self.run("PUT", path, |r| r.put(path, bytes, c))
+    }
+
+    fn delete(&mut self, path: &str) -> Result<(), RemoteError> {
+        self.run("DELETE", path, |r| r.delete(path))
+    }
+
+    fn mkcol(&mut self, path: &str) -> Result<(), RemoteError> {
+        self.run("MKCOL", path, |r| r.mkcol(path))
+    }
+
+    fn move_to(&mut self, from: &str, to: &str, overwrite: bool) -> Result<(), RemoteError> {
+        self.run("MOVE", from, |r| r.move_to(from, to, overwrite))
+    }
+
+    fn stat(&mut self, path: &str) -> Result<Option<RemoteStat>, RemoteError> {
+        self.run("STAT", path, |r| r.stat(path))
+    }
+
+    fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError> {
+        self.run("LIST", path, |r| r.list(path))
+    }
+
+    fn server_time_ms(&mut self) -> Option<i64> {
+        self.inner.server_time_ms()
+    }
+}
+
+/// Which remote a measurement goes through (both serve the same folder).
+#[derive(Clone)]
+enum Remote {
+    Dav(String),
+    Folder(PathBuf),
+}
+
+impl Remote {
+    fn name(&self) -> &'static str {
+        match self {
+            Remote::Dav(_) => "wsgidav",
+            Remote::Folder(_) => "folder",
+        }
+    }
+}
+
+/// The host's real adapters (as `Setup::syncer` wires them), with the remote
+/// port timed and progress recorded into `trace`.
+fn syncer(f: &Fixture, remote: &Remote, engine: EngineKind, trace: &Trace) -> Result<Syncer> {
+    let remote = match remote {
+        Remote::Dav(url) => RemoteSpec::WebDav(WebDavConfig::new(url)?),
+        Remote::Folder(dir) => RemoteSpec::Folder(dir.clone()),
+    };
+    let setup = Setup { data: f.data(), db: f.db(), remote, engine, lease_ttl_ms: None, lock_wait_ms: None };
+    let mut ports = setup.ports(Box::new(trace.clone()))?;
+    ports.remote = Box::new(Timed { inner: ports.remote, trace: trace.clone() });
+    Syncer::new(engine, ports, davsync::component::default_cache_dir().as_deref())
+}
+
+// ---------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------
+
+/// Medians-to-be of one size: every figure's samples.
+#[derive(Default)]
+struct SizeResult {
+    size: usize,
+    metadata_db_bytes: u64,
+    first_sync_s: f64,
+    first_sync_rss_kib: u64,
+    /// `{remote}` → per-call status times, ms.
+    status_ms: HashMap<&'static str, Vec<f64>>,
+    /// `{remote}` → baseline scan times, ms.
+    baseline_ms: HashMap<&'static str, Vec<f64>>,
+    /// `"{remote} {engine}"` → one-edit syncs.
+    edit: HashMap<String, Vec<Breakdown>>,
+    bulk_native_ms: Vec<f64>,
+    bulk_component_ms: Vec<f64>,
+}
+
+fn measure_size(f: &Fixture, opts: &Options) -> Result<SizeResult> {
+    let server = DavServer::start_serving(ServerKind::Wsgidav, false, Some(&f.remote()))?;
+    let remotes = [Remote::Dav(server.url.clone()), Remote::Folder(f.remote())];
+    let mut r = SizeResult {
+        size: f.size,
+        first_sync_s: f.first_sync.seconds,
+        first_sync_rss_kib: f.first_sync.max_rss_kib,
+        ..SizeResult::default()
+    };
+    let mut snapshots: HashMap<&'static str, Snapshot> = HashMap::new();
+    for run in 0..opts.runs {
+        eprintln!("size {}: run {} of {} (load {})", f.size, run + 1, opts.runs, loadavg());
+        for remote in &remotes {
+            let samples = status_times(f, remote, opts.status_calls)?;
+            r.status_ms.entry(remote.name()).or_default().extend(samples);
+            let snapshot = snapshots.entry(remote.name()).or_default();
+            let took = baseline_scan(f, remote, snapshot)?;
+            r.baseline_ms.entry(remote.name()).or_default().push(took);
+        }
+        for (remote, engine) in [
+            (&remotes[0], EngineKind::Component),
+            (&remotes[0], EngineKind::Native),
+            (&remotes[1], EngineKind::Component),
+        ] {
+            let b = one_edit_sync(f, remote, engine, run)?;
+            r.edit.entry(format!("{} {}", remote.name(), engine_name(engine))).or_default().push(b);
+        }
+        if f.size <= BULK_SIZE_MAX {
+            // Alternate the order, so neither engine always goes first.
+            let order = if run % 2 == 0 {
+                [EngineKind::Native, EngineKind::Component]
+            } else {
+                [EngineKind::Component, EngineKind::Native]
+            };
+            for engine in order {
+                let took = bulk_edit_sync(f, &remotes[1], engine, run)?;
+                match engine {
+                    EngineKind::Native => r.bulk_native_ms.push(took),
+                    EngineKind::Component => r.bulk_component_ms.push(took),
+                }
+            }
+        }
+    }
+    r.metadata_db_bytes = std::fs::metadata(f.remote().join("metadata.db"))?.len();
+    Ok(r)
+}
+
+fn engine_name(e: EngineKind) -> &'static str {
+    match e {
+        EngineKind::Native => "native",
+        EngineKind::Component => "component",
+    }
+}
+
+fn retries() -> u32 {
+    SyncOptions::default().remote_retries_max
+}
+
+/// `calls` no-change status checks through one engine (a fresh component
+/// instance each, as the CLI and the API make), each timed.
+fn status_times(f: &Fixture, remote: &Remote, calls: usize) -> Result<Vec<f64>> {
+    let trace = Trace::default();
+    let mut s = syncer(f, remote, EngineKind::Component, &trace)?;
+    let mut out = Vec::with_capacity(calls);
+    for i in 0..=calls {
+        let started = Instant::now();
+        let report = s.status(retries())?.map_err(anyhow::Error::new)?;
+        let took = ms(started.elapsed());
+        ensure!(!report.needs_sync, "the fixture is not in sync: {report:?}");
+        if i > 0 {
+            out.push(took); // the first call warms caches and the connection
+        }
+    }
+    Ok(out)
+}
+
+/// What a scan-based sync learns about one blob.
+type Seen = HashMap<String, (u64, Option<SystemTime>)>;
+
+/// The previous scan's local view, for the mtime comparison.
+#[derive(Default)]
+struct Snapshot {
+    local: Seen,
+}
+
+/// The honest O(n) baseline: list every shard folder on the remote (PROPFIND
+/// Depth 1; the folder remote lists directories), walk the local data folder
+/// reading each file's size and mtime, compare names and sizes with the
+/// remote and mtimes with the previous scan. No hashing.
+fn baseline_scan(f: &Fixture, remote: &Remote, snapshot: &mut Snapshot) -> Result<f64> {
+    let started = Instant::now();
+    let mut transport: Box<dyn RemoteTransport> = match remote {
+        Remote::Dav(url) => Box::new(WebDav::new(WebDavConfig::new(url)?)),
+        Remote::Folder(dir) => Box::new(FolderRemote::new(dir)?),
+    };
+    let mut remote_files: HashMap<String, u64> = HashMap::new();
+    let top = transport.list("")?.context("the remote root is missing")?;
+    for folder in top.iter().filter(|e| e.stat.is_collection && is_shard(&e.name)) {
+        for e in transport.list(&folder.name)?.unwrap_or_default() {
+            if !e.stat.is_collection {
+                remote_files.insert(format!("{}/{}", folder.name, e.name), e.stat.size);
+            }
+        }
+    }
+    let mut local: Seen = HashMap::with_capacity(remote_files.len());
+    for shard in std::fs::read_dir(f.data().join("files"))? {
+        let shard = shard?;
+        let shard_name = shard.file_name().to_string_lossy().into_owned();
+        if !is_shard(&shard_name) {
+            continue;
+        }
+        for file in std::fs::read_dir(shard.path())? {
+            let file = file?;
+            let meta = file.metadata()?;
+            let name = format!("{shard_name}/{}", file.file_name().to_string_lossy());
+            local.insert(name, (meta.len(), meta.modified().ok()));
+        }
+    }
+    let mut differ = 0usize;
+    for (name, (size, mtime)) in &local {
+        let same_remote = remote_files.get(name) == Some(size);
+        let same_mtime = snapshot.local.get(name).is_none_or(|(_, m)| m == mtime);
+        differ += usize::from(!same_remote || !same_mtime);
+    }
+    differ += remote_files.keys().filter(|k| !local.contains_key(*k)).count();
+    let took = ms(started.elapsed());
+    ensure!(local.len() >= f.size && differ == 0, "baseline: {} local files, {differ} differ", local.len());
+    snapshot.local = local;
+    Ok(took)
+}
+
+fn is_shard(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// One sync, split into phases by its progress events and remote calls.
+#[derive(Clone, Debug, Default)]
+struct Breakdown {
+    total: f64,
+    /// Engine start (instantiation) to the first event, plus the quick check
+    /// and the lock.
+    check_lock: f64,
+    download: f64,
+    open_validate: f64,
+    compare: f64,
+    blob_check: f64,
+    merge_serialize: f64,
+    upload: f64,
+    commit_other_remote: f64,
+    local_apply: f64,
+    release: f64,
+}
+
+impl Breakdown {
+    fn from_trace(started: Instant, ended: Instant, events: &[Event]) -> Result<Breakdown> {
+        let at = |phase: Phase| {
+            events.iter().find_map(|e| match e {
+                Event::Progress { at, phase: p, .. } if *p == phase => Some(*at),
+                _ => None,
+            })
+        };
+        let remote_calls = || {
+            events.iter().filter_map(|e| match e {
+                Event::Remote { start, end, op, path } => Some((*start, *end, *op, path.as_str())),
+                _ => None,
+            })
+        };
+        let need = |p: Phase| at(p).with_context(|| format!("no {p:?} event"));
+        let (fetch, compare, commit, apply) =
+            (need(Phase::Fetch)?, need(Phase::Compare)?, need(Phase::Commit)?, need(Phase::Apply)?);
+        let upload_phase = at(Phase::Upload).unwrap_or(commit);
+        let db_get = remote_calls()
+            .find(|c| c.2 == "GET" && c.3 == "metadata.db")
+            .context("metadata.db was not downloaded")?;
+        let db_put =
+            remote_calls().find(|c| c.2 == "PUT" && c.3 == "metadata.db").context("no metadata.db upload")?;
+        let first_after = |t: Instant| remote_calls().map(|c| c.0).find(|s| *s >= t);
+        let commit_io: f64 = remote_calls()
+            .filter(|c| c.0 >= commit && c.0 < apply && c.3 != "metadata.db")
+            .map(|c| ms(c.1 - c.0))
+            .sum();
+        let after_apply = first_after(apply).unwrap_or(ended);
+        Ok(Breakdown {
+            total: ms(ended - started),
+            check_lock: ms(fetch - started),
+            download: ms(db_get.1 - db_get.0),
+            open_validate: ms(compare - db_get.1),
+            compare: ms(upload_phase - compare),
+            blob_check: ms(commit - upload_phase),
+            merge_serialize: ms(first_after(commit).unwrap_or(db_put.0) - commit),
+            upload: ms(db_put.1 - db_put.0),
+            commit_other_remote: commit_io,
+            local_apply: ms(after_apply - apply),
+            release: ms(ended - after_apply),
+        })
+    }
+
+    fn median_of(v: &[Breakdown]) -> Breakdown {
+        let m = |f: fn(&Breakdown) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
+        Breakdown {
+            total: m(|b| b.total),
+            check_lock: m(|b| b.check_lock),
+            download: m(|b| b.download),
+            open_validate: m(|b| b.open_validate),
+            compare: m(|b| b.compare),
+            blob_check: m(|b| b.blob_check),
+            merge_serialize: m(|b| b.merge_serialize),
+            upload: m(|b| b.upload),
+            commit_other_remote: m(|b| b.commit_other_remote),
+            local_apply: m(|b| b.local_apply),
+            release: m(|b| b.release),
+        }
+    }
+}
+
+/// The app edits one file's label; then one timed sync.
+fn one_edit_sync(f: &Fixture, remote: &Remote, engine: EngineKind, run: usize) -> Result<Breakdown> {
+    let target = stable_id_of((run * 7919 + 13) % f.size);
+    let label = format!("edited in run {run} via {} {}", remote.name(), engine_name(engine));
+    SqliteStore::open(&f.db(), &f.data())?.set_meta(&target, |m| m.label = Some(label))?;
+    let trace = Trace::default();
+    let mut s = syncer(f, remote, engine, &trace)?;
+    let started = Instant::now();
+    let summary = s.sync(&SyncOptions::default())?.map_err(anyhow::Error::new)?;
+    let ended = Instant::now();
+    ensure!(summary.metadata_synced == 1 && summary.errors == 0, "one-edit sync: {summary:?}");
+    let b = Breakdown::from_trace(started, ended, &trace.take())?;
+    eprintln!("  one edit, {} {}: {:.0} ms {b:?}", remote.name(), engine_name(engine), b.total);
+    Ok(b)
+}
+
+/// The app changes every live file's collections in one transaction (as a
+/// bulk "add to collection" would); then one timed sync.
+fn bulk_edit_sync(f: &Fixture, remote: &Remote, engine: EngineKind, run: usize) -> Result<f64> {
+    let conn = rusqlite::Connection::open(f.db())?;
+    let collections = format!(r#"["{}","bulk-{run}-{}"]"#, COLLECTIONS[run % 5], engine_name(engine));
+    let now = iso8601_utc(now_ms());
+    let n = conn.execute(
+        "UPDATE files SET doc_collections = ?1, sync_status = 'modified', local_modified_at = ?2,
+         updated_at = ?2 WHERE deleted = 0",
+        rusqlite::params![collections, now],
+    )?;
+    drop(conn);
+    let trace = Trace::default();
+    let mut s = syncer(f, remote, engine, &trace)?;
+    let started = Instant::now();
+    let summary = s.sync(&SyncOptions::default())?.map_err(anyhow::Error::new)?;
+    let took = ms(started.elapsed());
+    ensure!(summary.metadata_synced as usize == n && summary.errors == 0, "bulk sync: {summary:?}");
+    eprintln!("  bulk edit of {n} files, {} {}: {took:.0} ms", remote.name(), engine_name(engine));
+    Ok(took)
+}
+
+/// Host process start to the first engine call, as the host itself measures
+/// it (`davsync::logging`), over child `davsync status` runs with the
+/// compiled component cached. Also the child's whole wall time.
+struct Startup {
+    first_call_us: Vec<f64>,
+    first_call_cpu_us: Vec<f64>,
+    process_ms: Vec<f64>,
+}
+
+fn measure_startup(f: &Fixture) -> Result<Startup> {
+    let mut s = Startup { first_call_us: Vec::new(), first_call_cpu_us: Vec::new(), process_ms: Vec::new() };
+    for i in 0..=STARTUP_RUNS {
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_davsync"))
+            .arg("--data")
+            .arg(f.data())
+            .arg("--db")
+            .arg(f.db())
+            .arg("--remote")
+            .arg(f.remote())
+            .args(["--json", "status"])
+            .env("RUST_LOG", "davsync::startup=debug")
+            .env("NO_COLOR", "1")
+            .output()?;
+        let took = ms(started.elapsed());
+        ensure!(out.status.success(), "davsync status: {}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let field = |name: &str| {
+            stderr
+                .split(&format!(" {name}="))
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<f64>().ok())
+                .with_context(|| format!("no {name} in {stderr:?}"))
+        };
+        let (micros, cpu_micros) = (field("micros")?, field("cpu_micros")?);
+        if i > 0 {
+            // The first run may compile and cache the component.
+            s.first_call_us.push(micros);
+            s.first_call_cpu_us.push(cpu_micros);
+            s.process_ms.push(took);
+        }
+    }
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------
+// The table
+// ---------------------------------------------------------------------------
+
+/// A named column of [`Breakdown`].
+type BreakdownPart = (&'static str, fn(&Breakdown) -> f64);
+
+fn print_table(opts: &Options, results: &[SizeResult], startup: &Startup) {
+    let head: Vec<String> = results.iter().map(|r| format!("{} files", r.size)).collect();
+    println!("\nmedians of {} runs ({} status calls per run and remote)\n", opts.runs, opts.status_calls);
+    println!("| figure | {} |", head.join(" | "));
+    println!("|---|{}", "---:|".repeat(results.len()));
+    let row = |name: &str, cell: &dyn Fn(&SizeResult) -> String| {
+        let cells: Vec<String> = results.iter().map(cell).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    let first = &results[0];
+    row("remote metadata.db, MiB", &|r| format!("{:.1}", r.metadata_db_bytes as f64 / 1048576.0));
+    for remote in ["wsgidav", "folder"] {
+        let status = |r: &SizeResult| median(r.status_ms.get(remote).map_or(&[][..], |v| v));
+        let base = |r: &SizeResult| median(r.baseline_ms.get(remote).map_or(&[][..], |v| v));
+        row(&format!("(1) no-change status, {remote}, ms"), &|r| format!("{:.2}", status(r)));
+        row(&format!("(1) status / status at {} files, {remote}", first.size), &|r| {
+            format!("{:.2}", status(r) / status(first))
+        });
+        row(&format!("(2) O(n) scan baseline, {remote}, ms"), &|r| format!("{:.0}", base(r)));
+        row(&format!("(2) baseline / status, {remote}"), &|r| format!("{:.0}x", base(r) / status(r)));
+    }
+    let keys = ["wsgidav component", "wsgidav native", "folder component"];
+    for key in keys {
+        let b = |r: &SizeResult| Breakdown::median_of(r.edit.get(key).map_or(&[][..], |v| v));
+        row(&format!("(3) one-edit sync, {key}, ms"), &|r| format!("{:.0}", b(r).total));
+    }
+    let parts: [BreakdownPart; 10] = [
+        ("engine start + check + lock", |b| b.check_lock),
+        ("download metadata.db", |b| b.download),
+        ("open + validate", |b| b.open_validate),
+        ("compare", |b| b.compare),
+        ("blob presence", |b| b.blob_check),
+        ("merge + serialize", |b| b.merge_serialize),
+        ("upload metadata.db", |b| b.upload),
+        ("lease, fence, version.txt", |b| b.commit_other_remote),
+        ("local apply", |b| b.local_apply),
+        ("release + cleanup", |b| b.release),
+    ];
+    for (name, part) in parts {
+        row(&format!("(3) … {name} (wsgidav component), ms"), &|r| {
+            format!("{:.0}", part(&Breakdown::median_of(r.edit.get(keys[0]).map_or(&[][..], |v| v))))
+        });
+    }
+    let bulk = |v: &[f64]| if v.is_empty() { "–".to_owned() } else { format!("{:.0}", median(v)) };
+    row("(4) sync of a bulk edit of every file, native, ms", &|r| bulk(&r.bulk_native_ms));
+    row("(4) same, component, ms", &|r| bulk(&r.bulk_component_ms));
+    row("(4) component / native", &|r| {
+        let ratios: Vec<f64> =
+            r.bulk_component_ms.iter().zip(&r.bulk_native_ms).map(|(c, n)| c / n).collect();
+        if ratios.is_empty() { "–".to_owned() } else { format!("{:.2}", median(&ratios)) }
+    });
+    row("(6) first sync, folder remote on tmpfs (child process), s", &|r| format!("{:.1}", r.first_sync_s));
+    row("(6) … its peak RSS, MiB", &|r| format!("{:.0}", r.first_sync_rss_kib as f64 / 1024.0));
+    println!(
+        "\n(5) host start to first engine call (cached component, `davsync status`, {} runs): \
+         median CPU time {:.2} ms (exec to first call), wall time {:.2} ms (main() to first call); \
+         whole child process wall time {:.1} ms",
+        startup.first_call_us.len(),
+        median(&startup.first_call_cpu_us) / 1e3,
+        median(&startup.first_call_us) / 1e3,
+        median(&startup.process_ms)
+    );
+}
