@@ -19,8 +19,8 @@
 //!    off by that new version (or by `If-Match` on `metadata.db`), starts
 //!    over and looks at the blobs again;
 //! 3. it confirms the lease (still ours, three quarters of its time left)
-//!    before each small batch of deletions, as a sync does before each
-//!    commit write; a lost lease stops it.
+//!    before each deletion, as a sync does before each commit write; a
+//!    lost lease stops it.
 //!
 //! The grace period adds a margin for blobs just uploaded. Tombstone rows
 //! are kept; their blobs are not referenced (a tombstone is never
@@ -41,8 +41,6 @@ use crate::ports::{
 use crate::remote_db::RemoteDb;
 use crate::session::Session;
 
-/// Blobs deleted between two lease confirmations.
-const DELETE_BATCH_MAX: usize = 16;
 /// Longest name of a blob file: a hash and the longest extension.
 const BLOB_NAME_LEN_MAX: usize = 64 + 1 + 16;
 
@@ -395,13 +393,13 @@ fn gc_locked(
     let mut reporter = Reporter::default();
     engine::commit_remote(io, session, lease, &mut reporter, &mut fetched, &[], new_version, &now_iso)?;
     report.version_after = Some(new_version);
-    for batch in doomed.chunks(DELETE_BATCH_MAX) {
+    for blob in doomed {
+        // One lease check per DELETE, as a sync checks before each commit
+        // write: a gc paused past its lease stops at its next blob.
         lease.confirm(session, io)?;
-        for blob in batch {
-            session.remove(io, &blob.path)?;
-            report.deleted.push(blob.path.clone());
-            report.deleted_bytes += blob.size_bytes;
-        }
+        session.remove(io, &blob.path)?;
+        report.deleted_bytes += blob.size_bytes;
+        report.deleted.push(blob.path);
     }
     Ok(report)
 }
@@ -523,9 +521,10 @@ fn with_io<T>(
     f(&mut inner, &mut *io.hasher)
 }
 
-/// The local ports in a world without a local side: every call is refused.
-#[derive(Debug, Clone, Copy)]
-struct NoLocal;
+/// The local ports in a world without a local side (remote maintenance):
+/// every call is refused with an error saying so.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLocal;
 
 const NO_LOCAL: &str = "remote maintenance has no local database or data folder";
 
@@ -839,7 +838,7 @@ mod tests {
     }
 
     #[test]
-    fn gc_stops_when_its_lease_is_lost_before_a_delete_batch() {
+    fn gc_stops_when_its_lease_is_lost_before_a_delete() {
         let mut rig = Rig::seeded();
         rig.world.advance(2 * HOUR_MS);
         // Another holder's lease replaces gc's right after gc's commit.
