@@ -57,6 +57,9 @@ struct ScenarioArgs {
     /// README).
     #[arg(long)]
     backward_jumps: bool,
+    /// A maintenance job runs remote gc among the syncs (issue 9).
+    #[arg(long)]
+    gc: bool,
 }
 
 impl ScenarioArgs {
@@ -66,6 +69,7 @@ impl ScenarioArgs {
             profile: self.profile,
             steps: self.steps,
             backward_jumps: self.backward_jumps,
+            gc: self.gc,
         }
     }
 
@@ -76,8 +80,8 @@ impl ScenarioArgs {
             value_name(&self.engine),
             value_name(&self.profile),
             self.steps,
-            if self.backward_jumps { " --backward-jumps" } else { "" }
-        )
+            if self.backward_jumps { " --backward-jumps" } else { "" },
+        ) + if self.gc { " --gc" } else { "" }
     }
 }
 
