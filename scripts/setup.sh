@@ -75,3 +75,14 @@ if command -v rustup >/dev/null 2>&1; then
     rustup target list --installed | grep -qx "$t" || rustup target add "$t"
   done
 fi
+
+# --- issue 9: wasmtime-cli for `wasmtime serve` (the deployable component's
+# tests run it). The same version as the wasmtime crate (host/Cargo.toml);
+# built once into ~/.cache so CI caches it; skipped when present.
+wasmtime_version="48.0.8"
+tools="${DAVSYNC_TOOLS:-$HOME/.cache/davsync-tools}"
+if ! "$tools/bin/wasmtime" --version 2>/dev/null | grep -q "^wasmtime $wasmtime_version\b"; then
+  echo "setup: installing wasmtime-cli $wasmtime_version into $tools (several minutes, once)" >&2
+  CARGO_TARGET_DIR="$tools/target" cargo install -q wasmtime-cli --version "$wasmtime_version" --locked --root "$tools"
+fi
+# --- end issue 9

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use davsync_core::maintenance::{MaintenanceError, MaintenanceOptions};
 use davsync_core::model::{FileMeta, LocalRow};
 use davsync_core::{Resolution, ResolutionKind, SyncError, SyncOptions};
 use serde_json::{Value, json};
@@ -146,6 +147,29 @@ pub enum Command {
     },
     /// Serve the HTTP API, with live sync progress over server-sent events.
     Serve(crate::serve::ServeArgs),
+    /// Look after the shared remote (no local database needed).
+    Remote {
+        /// What to do.
+        #[command(subcommand)]
+        action: RemoteAction,
+    },
+}
+
+/// Remote maintenance (issue 9).
+#[derive(Debug, Subcommand)]
+pub enum RemoteAction {
+    /// Version, epoch, live files, tombstones, blob count and size, lease holder.
+    Status,
+    /// Check every live file's blob is present and intact (exit 1 if not);
+    /// list blobs no live file references.
+    Verify,
+    /// Delete blobs no live file references, older than the grace period,
+    /// under the sync lease.
+    Gc {
+        /// Leave unreferenced blobs younger than this alone.
+        #[arg(long, default_value_t = 86_400)]
+        grace_secs: u64,
+    },
 }
 
 /// How to resolve a conflict.
@@ -334,6 +358,83 @@ fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve(args) => crate::serve::run(&setup, args),
+        Command::Remote { action } => remote(cli, &setup, action),
+    }
+}
+
+/// A typed maintenance answer as an error that reads like a sentence.
+fn maintenance_answer<T>(r: Result<Result<T, MaintenanceError>>) -> Result<T> {
+    r?.map_err(anyhow::Error::new)
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn remote(cli: &Cli, setup: &Setup, action: &RemoteAction) -> Result<()> {
+    let grace_ms = match action {
+        RemoteAction::Gc { grace_secs } => grace_secs.saturating_mul(1000),
+        _ => MaintenanceOptions::default().gc_grace_ms,
+    };
+    let opts = setup.maintenance_options(grace_ms);
+    let mut maintainer = setup.maintainer()?;
+    match action {
+        RemoteAction::Status => {
+            let s = maintenance_answer(maintainer.remote_status(&opts))?;
+            if cli.json {
+                return print_json(&s);
+            }
+            let txt = s.version_txt.map_or("missing".to_owned(), |v| v.to_string());
+            println!("remote {}: version {} (version.txt {txt})", s.epoch, s.version);
+            println!("{} live files, {} tombstones", s.live_files, s.tombstones);
+            println!("{} blobs, {} bytes", s.blob_count, s.blob_bytes);
+            match &s.lease {
+                None => println!("lease: free"),
+                Some(l) => println!("lease: held by {}, {} ms left", l.holder, l.expires_in_ms),
+            }
+            Ok(())
+        }
+        RemoteAction::Verify => {
+            let r = maintenance_answer(maintainer.verify(&opts))?;
+            if cli.json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "version {}: {} blobs checked, {} problems",
+                    r.version,
+                    r.blobs_checked,
+                    r.problems.len()
+                );
+                for p in &r.problems {
+                    println!("  {}: {:?} (files {})", p.path, p.fault, p.stable_ids.join(", "));
+                }
+                println!("{} unreferenced blobs", r.unreferenced.len());
+                for b in &r.unreferenced {
+                    println!("  {} ({} bytes)", b.path, b.size_bytes);
+                }
+            }
+            if !r.is_healthy() {
+                bail!("{} live files' blobs are missing or damaged", r.problems.len());
+            }
+            Ok(())
+        }
+        RemoteAction::Gc { .. } => {
+            let r = maintenance_answer(maintainer.gc(&opts))?;
+            if cli.json {
+                return print_json(&r);
+            }
+            match r.version_after {
+                Some(v) => println!(
+                    "deleted {} unreferenced blobs ({} bytes) after committing version {v}",
+                    r.deleted.len(),
+                    r.deleted_bytes
+                ),
+                None => println!("nothing to delete at version {}", r.version_before),
+            }
+            println!("kept {} younger than the grace period, {} undated", r.kept_young, r.kept_undated);
+            Ok(())
+        }
     }
 }
 

@@ -31,6 +31,7 @@ mod bindings {
 
 pub(crate) use bindings::davsync::sync as imports;
 pub(crate) use bindings::exports::davsync::sync::engine as wit_engine;
+pub(crate) use bindings::exports::davsync::sync::maintenance as wit_maintenance;
 pub(crate) use bindings::{SyncEngine, SyncEnginePre};
 
 /// The component's bytes, built by `build.rs`.
@@ -346,6 +347,15 @@ impl imports::blobs::Host for HostState {
     fn remove_local(&mut self, blob: imports::types::BlobRef) -> Result<(), imports::blobs::BlobError> {
         let blob = conv::blob_in(blob)?;
         self.ports.blobs.remove_local(&blob).map_err(conv::blob_error_out)
+    }
+
+    fn remote_hash(
+        &mut self,
+        path: String,
+        bytes_max: u64,
+    ) -> Result<imports::blobs::RemoteDigest, imports::blobs::BlobError> {
+        let d = self.ports.blobs.remote_hash(&path, bytes_max).map_err(conv::blob_error_out)?;
+        Ok(imports::blobs::RemoteDigest { hash: d.hash.into(), size_bytes: d.size_bytes })
     }
 }
 

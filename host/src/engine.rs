@@ -5,7 +5,12 @@
 use std::path::Path;
 
 use anyhow::Result;
-use davsync_core::ports::{BlobTransfer, Clock, Io, LocalStore, Progress, Random, RemoteTransport};
+use davsync_core::maintenance::{
+    self, GcReport, MaintenanceError, MaintenanceIo, MaintenanceOptions, RemoteStatus, VerifyReport,
+};
+use davsync_core::ports::{
+    BlobHasher, BlobTransfer, Clock, Io, LocalStore, Progress, Random, RemoteTransport,
+};
 use davsync_core::{
     ConflictInfo, Resolution, ResolveOutcome, StatusReport, SyncError, SyncOptions, SyncSummary,
 };
@@ -20,8 +25,8 @@ pub struct Ports {
     pub local: Box<dyn LocalStore>,
     /// The remote.
     pub remote: Box<dyn RemoteTransport>,
-    /// Blob mover between the data folder and the remote.
-    pub blobs: Box<dyn BlobTransfer>,
+    /// Blob mover between the data folder and the remote (and remote hasher).
+    pub blobs: Box<dyn BlobPort>,
     /// Wall clock.
     pub clock: Box<dyn Clock>,
     /// Randomness.
@@ -40,6 +45,23 @@ impl Ports {
             clock: self.clock.as_mut(),
             random: self.random.as_mut(),
             progress: self.progress.as_mut(),
+        }
+    }
+}
+
+/// A blob mover that can also hash remote blobs (for `verify`).
+pub trait BlobPort: BlobTransfer + BlobHasher {}
+
+impl<T: BlobTransfer + BlobHasher> BlobPort for T {}
+
+impl Ports {
+    /// The maintenance view of these ports (no local side).
+    pub fn maintenance_io(&mut self) -> MaintenanceIo<'_> {
+        MaintenanceIo {
+            remote: self.remote.as_mut(),
+            hasher: self.blobs.as_mut(),
+            clock: self.clock.as_mut(),
+            random: self.random.as_mut(),
         }
     }
 }
@@ -83,7 +105,7 @@ impl Syncer {
 
     fn call<T>(
         &mut self,
-        native: impl FnOnce(&mut Io<'_>) -> T,
+        native: impl FnOnce(&mut Ports) -> T,
         wasm: impl FnOnce(
             &mut wasmtime::Store<crate::component::HostState>,
             &crate::component::SyncEngine,
@@ -93,7 +115,7 @@ impl Syncer {
         let (result, ports) = match &self.runner {
             Runner::Native => {
                 crate::logging::note_engine_call("native");
-                let r = native(&mut ports.io());
+                let r = native(&mut ports);
                 (Ok(r), ports)
             }
             Runner::Component(c) => c.with_instance(ports, |store, bindings| {
@@ -110,7 +132,7 @@ impl Syncer {
     pub fn sync(&mut self, opts: &SyncOptions) -> Result<Result<SyncSummary, SyncError>> {
         let wit_opts = conv::options_out(opts);
         self.call(
-            |io| davsync_core::sync(io, opts),
+            |p| davsync_core::sync(&mut p.io(), opts),
             |store, b| {
                 let r = b.davsync_sync_engine().call_sync(store, &wit_opts)?;
                 Ok(r.map(conv::summary_in).map_err(conv::sync_error_in))
@@ -121,7 +143,7 @@ impl Syncer {
     /// The O(1) status.
     pub fn status(&mut self, remote_retries_max: u32) -> Result<Result<StatusReport, SyncError>> {
         self.call(
-            |io| davsync_core::status(io, remote_retries_max),
+            |p| davsync_core::status(&mut p.io(), remote_retries_max),
             |store, b| {
                 let r = b.davsync_sync_engine().call_status(store, remote_retries_max)?;
                 Ok(r.map(conv::status_report_in).map_err(conv::sync_error_in))
@@ -131,20 +153,65 @@ impl Syncer {
 
     /// The recorded conflicts.
     pub fn conflicts(&mut self) -> Result<Result<Vec<ConflictInfo>, SyncError>> {
-        self.call(davsync_core::conflicts, |store, b| {
-            let r = b.davsync_sync_engine().call_conflicts(store)?;
-            Ok(r.map(|v| v.into_iter().map(conv::conflict_info_in).collect()).map_err(conv::sync_error_in))
-        })
+        self.call(
+            |p| davsync_core::conflicts(&mut p.io()),
+            |store, b| {
+                let r = b.davsync_sync_engine().call_conflicts(store)?;
+                Ok(r.map(|v| v.into_iter().map(conv::conflict_info_in).collect())
+                    .map_err(conv::sync_error_in))
+            },
+        )
     }
 
     /// Records a resolution.
     pub fn resolve(&mut self, resolution: &Resolution) -> Result<Result<ResolveOutcome, SyncError>> {
         let kind = conv::resolution_out(&resolution.kind);
         self.call(
-            |io| davsync_core::resolve(io, resolution),
+            |p| davsync_core::resolve(&mut p.io(), resolution),
             |store, b| {
                 let r = b.davsync_sync_engine().call_resolve(store, &resolution.stable_id, &kind)?;
                 Ok(r.map(conv::outcome_in).map_err(conv::sync_error_in))
+            },
+        )
+    }
+
+    // --- issue 9: remote maintenance ---
+
+    /// The remote at a glance.
+    pub fn remote_status(
+        &mut self,
+        opts: &MaintenanceOptions,
+    ) -> Result<Result<RemoteStatus, MaintenanceError>> {
+        let wit_opts = crate::wit_maintenance::options_out(opts);
+        self.call(
+            |p| maintenance::remote_status(&mut p.maintenance_io(), opts),
+            |store, b| {
+                let r = b.davsync_sync_maintenance().call_remote_status(store, &wit_opts)?;
+                Ok(r.map(crate::wit_maintenance::status_in).map_err(crate::wit_maintenance::error_in))
+            },
+        )
+    }
+
+    /// Every live row's blob present and intact; unreferenced blobs listed.
+    pub fn verify(&mut self, opts: &MaintenanceOptions) -> Result<Result<VerifyReport, MaintenanceError>> {
+        let wit_opts = crate::wit_maintenance::options_out(opts);
+        self.call(
+            |p| maintenance::verify(&mut p.maintenance_io(), opts),
+            |store, b| {
+                let r = b.davsync_sync_maintenance().call_verify(store, &wit_opts)?;
+                Ok(r.map_err(crate::wit_maintenance::error_in).and_then(crate::wit_maintenance::verify_in))
+            },
+        )
+    }
+
+    /// Deletes old unreferenced blobs under the lease.
+    pub fn gc(&mut self, opts: &MaintenanceOptions) -> Result<Result<GcReport, MaintenanceError>> {
+        let wit_opts = crate::wit_maintenance::options_out(opts);
+        self.call(
+            |p| maintenance::gc(&mut p.maintenance_io(), opts),
+            |store, b| {
+                let r = b.davsync_sync_maintenance().call_gc(store, &wit_opts)?;
+                Ok(r.map(crate::wit_maintenance::gc_in).map_err(crate::wit_maintenance::error_in))
             },
         )
     }

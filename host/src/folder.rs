@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use davsync_core::model::{BlobRef, ContentHash};
 use davsync_core::ports::{
-    BlobError, BlobTransfer, DownloadJob, Fetched, Precondition, RemoteEntry, RemoteError, RemoteStat,
-    RemoteTransport, UploadJob, put_and_move,
+    BlobError, BlobHasher, BlobTransfer, DownloadJob, Fetched, Precondition, RemoteDigest, RemoteEntry,
+    RemoteError, RemoteStat, RemoteTransport, UploadJob, put_and_move,
 };
 use sha2::{Digest, Sha256};
 
@@ -666,6 +666,39 @@ impl<R: RemoteTransport> BlobTransfer for FileBlobs<R> {
     fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError> {
         remove_local_blob(&self.files_dir, blob)
     }
+}
+
+/// The folder remote answers `get` from a local file (as its downloads do).
+impl<R: RemoteTransport> BlobHasher for FileBlobs<R> {
+    fn remote_hash(&mut self, path: &str, bytes_max: u64) -> Result<RemoteDigest, BlobError> {
+        let fetched = self.remote.get(path, bytes_max).map_err(BlobError::from_download)?;
+        hash_stream(&mut fetched.bytes.as_slice(), bytes_max).map_err(BlobError::LocalIo)?
+    }
+}
+
+/// SHA-256 and length of everything `reader` yields, reading at most
+/// `bytes_max + 1` bytes. The outer error is the reader's (as text); the
+/// inner one says the body was over `bytes_max`.
+pub(crate) fn hash_stream(
+    reader: &mut dyn Read,
+    bytes_max: u64,
+) -> Result<Result<RemoteDigest, BlobError>, String> {
+    let mut limited = reader.take(bytes_max.saturating_add(1));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size_bytes = 0u64;
+    loop {
+        let n = limited.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size_bytes += n as u64;
+    }
+    if size_bytes > bytes_max {
+        return Ok(Err(BlobError::TooLarge { bytes_max }));
+    }
+    Ok(Ok(RemoteDigest { hash: hex_hash(&hasher.finalize()), size_bytes }))
 }
 
 /// Deletes the local blob; no error if it is already gone. Shared by every

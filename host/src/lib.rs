@@ -24,3 +24,4 @@ pub mod setup;
 pub mod system;
 pub mod webdav;
 mod wit_convert;
+mod wit_maintenance;

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use davsync_core::SyncOptions;
-use davsync_core::ports::Progress;
+use davsync_core::maintenance::{MaintenanceOptions, NoLocal};
+use davsync_core::ports::{Progress, RemoteTransport};
 
-use crate::engine::{EngineKind, Ports, Syncer};
+use crate::engine::{BlobPort, EngineKind, Ports, Syncer};
 use crate::folder::{FileBlobs, FolderRemote};
 use crate::local_sqlite::SqliteStore;
 use crate::system::{OsRandom, SystemClock};
@@ -196,11 +197,36 @@ impl Setup {
     /// to `progress` (what [`Setup::syncer`] runs the engine on).
     pub fn ports(&self, progress: Box<dyn Progress>) -> Result<Ports> {
         let store = self.open_store()?;
-        let files_dir = store.files_dir().to_path_buf();
-        let (remote, blobs): (
-            Box<dyn davsync_core::ports::RemoteTransport>,
-            Box<dyn davsync_core::ports::BlobTransfer>,
-        ) = match &self.remote {
+        let (remote, blobs) = self.remote_ports(store.files_dir())?;
+        Ok(Ports {
+            local: Box::new(store),
+            remote,
+            blobs,
+            clock: Box::new(SystemClock),
+            random: Box::new(OsRandom),
+            progress,
+        })
+    }
+
+    /// The engine for remote maintenance: the remote only. The app's
+    /// database is not opened (nor created), and the local ports refuse
+    /// every call ([`NoLocal`]); maintenance never makes one.
+    pub fn maintainer(&self) -> Result<Syncer> {
+        let (remote, blobs) = self.remote_ports(&self.data.join("files"))?;
+        let ports = Ports {
+            local: Box::new(NoLocal),
+            remote,
+            blobs,
+            clock: Box::new(SystemClock),
+            random: Box::new(OsRandom),
+            progress: Box::new(davsync_core::ports::NoProgress),
+        };
+        Syncer::new(self.engine, ports, crate::component::default_cache_dir().as_deref())
+    }
+
+    /// The remote transport and blob mover for this remote.
+    fn remote_ports(&self, files_dir: &Path) -> Result<(Box<dyn RemoteTransport>, Box<dyn BlobPort>)> {
+        Ok(match &self.remote {
             RemoteSpec::Folder(p) => {
                 std::fs::create_dir_all(p)
                     .with_context(|| format!("creating the remote folder {}", p.display()))?;
@@ -212,15 +238,20 @@ impl Setup {
                 let dav = WebDav::new(config.clone());
                 (Box::new(dav.clone()), Box::new(WebDavBlobs::new(files_dir, dav)))
             }
-        };
-        Ok(Ports {
-            local: Box::new(store),
-            remote,
-            blobs,
-            clock: Box::new(SystemClock),
-            random: Box::new(OsRandom),
-            progress,
         })
+    }
+
+    /// Maintenance options with this machine's name for gc's lease and
+    /// the given grace period.
+    pub fn maintenance_options(&self, gc_grace_ms: u64) -> MaintenanceOptions {
+        let sync = self.sync_options();
+        MaintenanceOptions {
+            lease_ttl_ms: sync.lease_ttl_ms,
+            lock_wait_ms: sync.lock_wait_ms,
+            host_name: sync.host_name,
+            gc_grace_ms,
+            ..MaintenanceOptions::default()
+        }
     }
 
     /// Sync options with this machine's name for the lease.

@@ -30,8 +30,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine as _;
 use davsync_core::model::ContentHash;
 use davsync_core::ports::{
-    BlobError, BlobTransfer, DownloadJob, Fetched, Precondition, RemoteEntry, RemoteError, RemoteStat,
-    RemoteTransport, UploadJob, move_into_place,
+    BlobError, BlobHasher, BlobTransfer, DownloadJob, Fetched, Precondition, RemoteDigest, RemoteEntry,
+    RemoteError, RemoteStat, RemoteTransport, UploadJob, move_into_place,
 };
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
@@ -920,6 +920,22 @@ impl BlobTransfer for WebDavBlobs {
 
     fn remove_local(&mut self, blob: &davsync_core::model::BlobRef) -> Result<(), BlobError> {
         crate::folder::remove_local_blob(&self.files_dir, blob)
+    }
+}
+
+/// Streams the body through SHA-256 in fixed-size chunks: a blob of any
+/// size is checked in constant memory.
+impl BlobHasher for WebDavBlobs {
+    fn remote_hash(&mut self, path: &str, bytes_max: u64) -> Result<RemoteDigest, BlobError> {
+        let answer = expect_success("GET", path, self.dav.send("GET", path, &[], Body::Empty)?)?;
+        if answer.body().content_length().is_some_and(|n| n > bytes_max) {
+            return Err(BlobError::TooLarge { bytes_max });
+        }
+        let mut reader = NetReader { inner: answer.into_body().into_reader(), error: None };
+        crate::folder::hash_stream(&mut reader, bytes_max).map_err(|e| {
+            let why = reader.error.take().unwrap_or(e);
+            BlobError::Remote(RemoteError::Unavailable(format!("GET {path}: {why}")))
+        })?
     }
 }
 

@@ -216,7 +216,7 @@ pub(crate) fn remote_error_out(e: RemoteError) -> w::remote::RemoteError {
     }
 }
 
-fn remote_error_in(e: w::remote::RemoteError) -> RemoteError {
+pub(crate) fn remote_error_in(e: w::remote::RemoteError) -> RemoteError {
     use w::remote::RemoteError as W;
     match e {
         W::NotFound => RemoteError::NotFound,

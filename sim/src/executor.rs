@@ -398,6 +398,20 @@ impl<B: Baton> BlobTransfer for Proxy<B> {
     }
 }
 
+/// The host's blob port also hashes remote files (issue 9, `verify`): here
+/// through a scheduled GET, like every other remote read.
+impl<B: Baton> davsync_core::ports::BlobHasher for Proxy<B> {
+    fn remote_hash(
+        &mut self,
+        path: &str,
+        bytes_max: u64,
+    ) -> Result<davsync_core::ports::RemoteDigest, BlobError> {
+        let fetched = RemoteTransport::get(self, path, bytes_max).map_err(BlobError::from_download)?;
+        let size_bytes = fetched.bytes.len() as u64;
+        Ok(davsync_core::ports::RemoteDigest { hash: ContentHash::of(&fetched.bytes), size_bytes })
+    }
+}
+
 impl<B: Baton> LocalStore for Proxy<B> {
     fn count_unsynced(&mut self) -> Result<u64, LocalError> {
         let (_life, store) = self.store()?;

@@ -13,12 +13,15 @@
 //!   (component) running its engine calls, and the baton that keeps exactly
 //!   one of them running at a time.
 //! - [`scenario`]: the scheduler, the workload, the faults, the invariants.
+//! - [`maintainer`]: the remote-maintenance job running `gc` among the
+//!   syncs (with [`Config::gc`]).
 //! - [`oracle`]: the record of every write and the "nothing lost" check.
 //! - [`trace`]: the hashed trace.
 #![warn(missing_docs)]
 
 pub mod choices;
 pub mod executor;
+pub mod maintainer;
 pub mod oracle;
 pub mod scenario;
 pub mod trace;

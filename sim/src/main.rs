@@ -61,6 +61,9 @@ struct ScenarioArgs {
     /// seeds recorded then).
     #[arg(long)]
     no_freezes: bool,
+    /// A maintenance job runs remote gc among the syncs (issue 9).
+    #[arg(long)]
+    gc: bool,
 }
 
 impl ScenarioArgs {
@@ -71,6 +74,7 @@ impl ScenarioArgs {
             steps: self.steps,
             backward_jumps: !self.forward_jumps_only,
             freezes: !self.no_freezes,
+            gc: self.gc,
         }
     }
 
@@ -83,7 +87,7 @@ impl ScenarioArgs {
             self.steps,
             if self.forward_jumps_only { " --forward-jumps-only" } else { "" },
             if self.no_freezes { " --no-freezes" } else { "" }
-        )
+        ) + if self.gc { " --gc" } else { "" }
     }
 }
 

@@ -93,11 +93,21 @@ pub struct Config {
     /// longer than a lease while the others go on (on by default; off
     /// replays seeds recorded before freezes were part of the workload).
     pub freezes: bool,
+    /// A maintenance job runs remote gc among the syncs (issue 9). Off by
+    /// default so that existing seeds keep their scenarios.
+    pub gc: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { instances: 3, profile: Profile::Mixed, steps: 60, backward_jumps: true, freezes: true }
+        Config {
+            instances: 3,
+            profile: Profile::Mixed,
+            steps: 60,
+            backward_jumps: true,
+            freezes: true,
+            gc: false,
+        }
     }
 }
 
@@ -223,6 +233,8 @@ struct Sim<'e> {
     ops: u32,
     /// What the last finished sync returned (none if it crashed).
     last_result: Option<Result<SyncSummary, SyncError>>,
+    /// The remote-maintenance job, when [`Config::gc`].
+    maintainer: Option<crate::maintainer::Maintainer>,
 }
 
 impl<'e> Sim<'e> {
@@ -263,7 +275,9 @@ impl<'e> Sim<'e> {
                 conflicts: BTreeMap::new(),
             });
         }
+        let maintainer = cfg.gc.then(|| crate::maintainer::Maintainer::new(&remote, &world, seed));
         Sim {
+            maintainer,
             execs: &engines.execs,
             seed,
             choices,
@@ -346,6 +360,8 @@ impl<'e> Sim<'e> {
                 (true, false, false) => 2,
                 (true, false, true) => 12,
             },
+            // 13: remote gc among the syncs (issue 9; weight 0 keeps old seeds).
+            if self.maintainer.is_some() { 3 } else { 0 },
         ];
         let n = self.nodes.len() as u32;
         match self.choices.weighted(&weights) {
@@ -412,7 +428,7 @@ impl<'e> Sim<'e> {
                 self.remote_admin();
                 Ok(())
             }
-            _ => {
+            12 => {
                 let i = waiting[self.choices.pick(waiting.len() as u32) as usize];
                 let steps = self.choices.range(5, 40) as u64;
                 let ms = self.choices.range(150_000, 600_000) as u64;
@@ -425,7 +441,33 @@ impl<'e> Sim<'e> {
                 self.advance(ms);
                 Ok(())
             }
+            _ => {
+                // The job runs a while later: often after a parked sync's
+                // lease ran out, so gc and that sync really overlap.
+                let ms = self.choices.range(0, 180_000) as u64;
+                self.log(format!("time +{ms} ms"));
+                self.advance(ms);
+                self.run_gc(crate::maintainer::GC_GRACE_MS)
+            }
         }
+    }
+
+    /// One run of the maintenance job (issue 9).
+    fn run_gc(&mut self, grace_ms: u64) -> Check {
+        let Some(maintainer) = self.maintainer.as_mut() else { return Ok(()) };
+        let result = maintainer.gc(grace_ms);
+        // gc's own waits advanced the world: instance clocks follow.
+        self.advance(0);
+        let line = crate::maintainer::describe(&result)?;
+        self.log(line);
+        let now = self.read_version_txt();
+        if let (Some(old), Some(new)) = (self.version_txt, now)
+            && new < old
+        {
+            return Err(format!("gc moved version.txt back from {old} to {new}"));
+        }
+        self.version_txt = now;
+        Ok(())
     }
 
     fn remote_admin(&mut self) {
@@ -1075,6 +1117,9 @@ impl<'e> Sim<'e> {
                     self.check_step()?;
                 }
             }
+            // The job runs once more with no grace: the syncs that follow and
+            // the final checks see a remote swept of every unreferenced blob.
+            self.run_gc(0)?;
             let version_before = self.read_version_txt();
             let mut quiet = true;
             for i in 0..self.nodes.len() {

@@ -1,7 +1,7 @@
 //! The component that `build.rs` produced has exactly the shape of the WIT
 //! world `sync-engine`: it imports the davsync:sync interfaces and nothing
 //! else (no WASI: no ambient clock, randomness or file system), and exports
-//! only the engine.
+//! only the engine and remote maintenance.
 
 const COMPONENT_BYTES_MAX: usize = 3 * 1024 * 1024;
 
@@ -42,7 +42,8 @@ fn component_imports_only_davsync_interfaces_and_exports_the_engine() {
             "davsync:sync/types@0.1.0",
         ]
     );
-    assert_eq!(exports, ["davsync:sync/engine@0.1.0"]);
+    // issue 9: remote maintenance is exported beside the engine.
+    assert_eq!(exports, ["davsync:sync/engine@0.1.0", "davsync:sync/maintenance@0.1.0"]);
 
     let types = resolve
         .interfaces

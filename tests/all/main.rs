@@ -7,6 +7,8 @@ mod api;
 mod cli;
 mod component_shape;
 mod differential;
+// issue 9
+mod maintenance;
 mod servers;
 mod servers_smoke;
 mod site;

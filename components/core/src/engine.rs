@@ -19,7 +19,7 @@ use crate::remote_db::RemoteDb;
 use crate::session::{METADATA_DB, Session, TMP_ROOT, VERSION_TXT};
 
 /// Why one attempt stopped without finishing.
-enum Interrupted {
+pub(crate) enum Interrupted {
     /// Someone else committed in between: start over with their commit.
     Fenced,
     /// Anything else.
@@ -107,23 +107,27 @@ fn run_attempts(
 }
 
 /// The remote state one attempt works on.
-struct Fetched {
-    db: RemoteDb,
+pub(crate) struct Fetched {
+    pub(crate) db: RemoteDb,
     etag: Option<String>,
-    is_new: bool,
+    pub(crate) is_new: bool,
     /// `version.txt` when the attempt started (the fencing token).
-    version_txt: Option<i64>,
+    pub(crate) version_txt: Option<i64>,
 }
 
 impl Fetched {
     /// The newest version anyone has published; our commit goes one past it so
     /// `version.txt` only ever grows.
-    fn head(&self) -> i64 {
+    pub(crate) fn head(&self) -> i64 {
         self.db.version().max(self.version_txt.unwrap_or(0))
     }
 }
 
-fn fetch(io: &mut Io<'_>, opts: &SyncOptions, session: &mut Session) -> Result<Fetched, SyncError> {
+pub(crate) fn fetch(
+    io: &mut Io<'_>,
+    opts: &SyncOptions,
+    session: &mut Session,
+) -> Result<Fetched, SyncError> {
     let version_txt = session.read_version(io)?;
     match session.call(io, |io| io.remote.get(METADATA_DB, opts.metadata_bytes_max)) {
         Ok(f) => {
@@ -658,7 +662,7 @@ fn record_own_pushes(
 
 /// Merge, upload `metadata.db`, then `version.txt` (SPEC §3 steps 7-8).
 #[allow(clippy::too_many_arguments)]
-fn commit_remote(
+pub(crate) fn commit_remote(
     io: &mut Io<'_>,
     session: &mut Session,
     lease: &mut Lease,
@@ -812,7 +816,7 @@ fn remove_deleted_blobs(io: &mut Io<'_>, steps: &[Step], skipped: &[String]) {
 
 /// Sends progress events with a percentage that never goes down.
 #[derive(Default)]
-struct Reporter {
+pub(crate) struct Reporter {
     percent: u8,
 }
 

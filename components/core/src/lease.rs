@@ -58,6 +58,26 @@ struct Holder {
     expires_at_ms: i64,
 }
 
+impl Holder {
+    fn name(&self) -> String {
+        self.record
+            .as_ref()
+            .map_or_else(|| "an unknown holder (unreadable lease file)".to_owned(), LeaseRecord::holder)
+    }
+}
+
+/// Who holds the lock now and how long their lease has left by the server's
+/// clock (negative: expired, not yet broken); `None` when the lock is free.
+/// Reads only: for status reports.
+pub(crate) fn current_holder(
+    session: &mut Session,
+    io: &mut Io<'_>,
+    opts: &SyncOptions,
+) -> Result<Option<(String, i64)>, SyncError> {
+    let Some(holder) = read_holder(session, io, opts, &mut None)? else { return Ok(None) };
+    Ok(Some((holder.name(), holder.expires_at_ms - session.server_now_ms(io))))
+}
+
 /// A lease this instance holds.
 #[derive(Debug)]
 pub(crate) struct Lease {
@@ -113,11 +133,10 @@ impl Lease {
             }
             let waited = io.clock.now_ms() - wait_started;
             if waited >= opts.lock_wait_ms as i64 {
-                let who = holder.record.as_ref().map_or_else(
-                    || "an unknown holder (unreadable lease file)".to_owned(),
-                    LeaseRecord::holder,
-                );
-                return Err(SyncError::LockHeld { holder: who, expires_in_ms: holder.expires_at_ms - now });
+                return Err(SyncError::LockHeld {
+                    holder: holder.name(),
+                    expires_in_ms: holder.expires_at_ms - now,
+                });
             }
             let left = (holder.expires_at_ms - now).max(1) as u64;
             io.clock.sleep_ms(POLL_MS.min(left));

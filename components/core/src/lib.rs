@@ -12,6 +12,8 @@
 //! - [`ports`]: the traits the host implements (local store, remote, blobs,
 //!   clock, random, progress) and their typed errors.
 //! - [`remote_db`]: the shared `metadata.db`, handled as bytes in memory.
+//! - [`maintenance`]: remote status, blob verification and garbage
+//!   collection, for a maintenance job that owns no local side.
 //! - [`mem`]: in-memory implementations of every port, with server profiles
 //!   and fault injection, for tests and the simulator.
 #![warn(missing_docs)]
@@ -26,6 +28,7 @@ pub mod api;
 pub mod engine;
 pub mod lease;
 pub mod local_state;
+pub mod maintenance;
 pub mod plan;
 pub mod resolve;
 pub mod session;

@@ -19,9 +19,9 @@ use std::rc::Rc;
 
 use crate::model::{BlobRef, ContentHash, FileMeta, LocalRow, RowBase, SyncStatus};
 use crate::ports::{
-    ApplyOutcome, BlobError, BlobTransfer, Clock, DownloadJob, Fetched, LocalCommit, LocalError, LocalStore,
-    Precondition, Progress, ProgressEvent, Random, RemoteEntry, RemoteError, RemoteStat, RemoteTransport,
-    UploadJob, put_and_move,
+    ApplyOutcome, BlobError, BlobHasher, BlobTransfer, Clock, DownloadJob, Fetched, LocalCommit, LocalError,
+    LocalStore, Precondition, Progress, ProgressEvent, Random, RemoteDigest, RemoteEntry, RemoteError,
+    RemoteStat, RemoteTransport, UploadJob, put_and_move,
 };
 
 // ---------------------------------------------------------------------------
@@ -1143,6 +1143,15 @@ impl BlobTransfer for MemBlobs {
     fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError> {
         self.files.remove(blob);
         Ok(())
+    }
+}
+
+/// In memory the body is whole anyway; it goes through the client so the
+/// fault plan applies.
+impl BlobHasher for MemBlobs {
+    fn remote_hash(&mut self, path: &str, bytes_max: u64) -> Result<RemoteDigest, BlobError> {
+        let fetched = self.remote.get(path, bytes_max).map_err(BlobError::from_download)?;
+        Ok(RemoteDigest { hash: ContentHash::of(&fetched.bytes), size_bytes: fetched.bytes.len() as u64 })
     }
 }
 

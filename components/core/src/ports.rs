@@ -239,6 +239,26 @@ pub trait BlobTransfer {
     fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError>;
 }
 
+/// What a streamed hash of a remote file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteDigest {
+    /// SHA-256 of the bytes.
+    pub hash: ContentHash,
+    /// How many bytes there were.
+    pub size_bytes: u64,
+}
+
+/// Hashing a remote file without keeping it (WIT `blobs.remote-hash`): the
+/// host streams the body through SHA-256, so a blob is checked without its
+/// bytes entering the core. Separate from [`BlobTransfer`] because it needs
+/// no local folder: remote maintenance uses it alone.
+pub trait BlobHasher {
+    /// GET `path` and hash the body as it arrives, refusing bodies over
+    /// `bytes_max` ([`BlobError::TooLarge`]). A missing file is
+    /// `BlobError::Remote(RemoteError::NotFound)`.
+    fn remote_hash(&mut self, path: &str, bytes_max: u64) -> Result<RemoteDigest, BlobError>;
+}
+
 /// A failure of the local database.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -237,7 +237,7 @@ pub(crate) fn remote_error_from_wit(e: wit_remote::RemoteError) -> core_ports::R
     }
 }
 
-fn remote_error_to_wit(e: core_ports::RemoteError) -> wit_remote::RemoteError {
+pub(crate) fn remote_error_to_wit(e: core_ports::RemoteError) -> wit_remote::RemoteError {
     use core_ports::RemoteError as C;
     use wit_remote::RemoteError as W;
     match e {

@@ -14,6 +14,7 @@
 //! nothing but the `davsync:sync` interfaces.
 
 mod convert;
+mod maintenance;
 mod ports;
 #[cfg(target_arch = "wasm32")]
 mod sqlite_hooks;
@@ -31,17 +32,18 @@ mod bindings {
         world: "sync-engine",
     });
 
-    use super::Engine;
-    export!(Engine with_types_in crate::bindings);
+    use super::Component;
+    export!(Component with_types_in crate::bindings);
 }
 
 use bindings::exports::davsync::sync::engine as wit;
 use davsync_core::ports::Io;
 
-/// The exported `engine`: each call builds an [`Io`] over the imports and
-/// runs the matching core function.
+/// The component's exports: `engine` (here) and `maintenance`
+/// ([`maintenance`]). Each call builds ports over the imports and runs the
+/// matching core function.
 #[derive(Debug)]
-struct Engine;
+struct Component;
 
 /// Runs `f` with the ports backed by this component's imports and converts
 /// its error to the WIT `sync-error`.
@@ -65,7 +67,7 @@ fn with_io<T>(
     f(&mut io).map_err(convert::sync_error_to_wit)
 }
 
-impl wit::Guest for Engine {
+impl wit::Guest for Component {
     fn status(remote_retries_max: u32) -> Result<wit::StatusReport, wit::SyncError> {
         let report = with_io(|io| davsync_core::status(io, remote_retries_max))?;
         Ok(convert::status_to_wit(report))

@@ -2,6 +2,8 @@
 //! determinism, proptest scenarios with shrinking, and pinned seeds.
 
 mod determinism;
+// issue 9
+mod gc;
 mod pinned;
 mod props;
 mod seeds;
