@@ -207,6 +207,9 @@ fn attempt_once(
         (local_state::META_LAST_SYNC.to_owned(), now_iso),
         (local_state::META_RESYNC.to_owned(), String::new()),
     ];
+    if state.instance_is_new {
+        meta.push((local_state::META_INSTANCE.to_owned(), state.instance.clone()));
+    }
     // With a file left behind, keep the old version so the quick check sends
     // the next sync back for it.
     if transfer.errors.is_empty() {

@@ -46,7 +46,9 @@ impl LeaseRecord {
         format!("instance {} on {}", self.owner, self.host)
     }
 
-    fn parse(bytes: &[u8]) -> Option<LeaseRecord> {
+    /// Parses a `lease.json` read from the remote; `None` for anything that
+    /// is not a lease record (garbage is no one's lease).
+    pub fn parse(bytes: &[u8]) -> Option<LeaseRecord> {
         serde_json::from_slice(bytes).ok()
     }
 }

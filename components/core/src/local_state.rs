@@ -5,7 +5,7 @@
 use crate::api::SyncError;
 use crate::hlc::{Hlc, HlcClock};
 use crate::model::validate_stable_id;
-use crate::ports::{Io, LocalCommit, LocalError};
+use crate::ports::{Io, LocalError};
 
 /// This instance's id (random, created on first use).
 pub const META_INSTANCE: &str = "instance_id";
@@ -26,6 +26,10 @@ pub const META_RESYNC: &str = "resync_requested";
 pub struct LocalState {
     /// Instance id.
     pub instance: String,
+    /// The id was made by this load and is not stored yet: the sync stores it
+    /// with its local commit, so a first sync that fails leaves the local
+    /// database untouched (and `status` never writes).
+    pub instance_is_new: bool,
     /// Remote version at the last sync.
     pub version: Option<i64>,
     /// Remote epoch at the last sync.
@@ -38,19 +42,15 @@ pub struct LocalState {
     pub last_sync_time: Option<String>,
 }
 
-/// Loads the state, creating (and persisting) the instance id on first use.
+/// Loads the state, making up an instance id on first use (not stored here:
+/// see [`LocalState::instance_is_new`]). Reads only.
 pub fn load(io: &mut Io<'_>) -> Result<LocalState, SyncError> {
-    let instance = match io.local.meta_get(META_INSTANCE)? {
+    let (instance, instance_is_new) = match io.local.meta_get(META_INSTANCE)? {
         Some(id) => {
             validate_stable_id(&id).map_err(|e| invalid(META_INSTANCE, &e.to_string()))?;
-            id
+            (id, false)
         }
-        None => {
-            let id = new_id(io, "i");
-            let commit = LocalCommit { writes: vec![], meta: vec![(META_INSTANCE.to_owned(), id.clone())] };
-            io.local.apply(&commit)?;
-            id
-        }
+        None => (new_id(io, "i"), true),
     };
     let version = match non_empty(io.local.meta_get(META_VERSION)?) {
         None => None,
@@ -64,7 +64,7 @@ pub fn load(io: &mut Io<'_>) -> Result<LocalState, SyncError> {
     let seen = HlcClock::new(&instance, last.as_ref());
     let resync_requested = non_empty(io.local.meta_get(META_RESYNC)?).is_some();
     let last_sync_time = non_empty(io.local.meta_get(META_LAST_SYNC)?);
-    Ok(LocalState { instance, version, epoch, seen, resync_requested, last_sync_time })
+    Ok(LocalState { instance, instance_is_new, version, epoch, seen, resync_requested, last_sync_time })
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
