@@ -8,6 +8,7 @@ mod api;
 mod bad_input;
 mod cli;
 mod component_shape;
+mod crash;
 mod differential;
 mod servers;
 mod servers_smoke;

@@ -61,9 +61,12 @@ pub fn sync(io: &mut Io<'_>, opts: &SyncOptions) -> Result<SyncSummary, SyncErro
     }
     let mut lease = None;
     let result = run_attempts(io, opts, &state, &mut session, &mut lease, &mut reporter);
+    // Our own uploads in flight always go; the rest of the temporary area
+    // (a killed process's uploads or probe files) only while the lock is
+    // still ours.
     let _ = session.remove(io, &tmp_dir(&state.instance));
     if let Some(lease) = lease {
-        let _ = lease.release(&mut session, io);
+        let _ = lease.release(&mut session, io, TMP_ROOT);
     }
     let mut summary = result?;
     summary.duration_ms = elapsed(io, started_ms);

@@ -299,3 +299,27 @@ fn a_failed_first_sync_leaves_the_local_database_untouched() {
     a.sync();
     assert_eq!(a.store.inner.meta.get("instance_id"), Some(&id), "the id is stable");
 }
+
+/// What a killed process leaves in the temporary area (its uploads, the
+/// host's condition probe) is removed by the next sync that holds the lock,
+/// and never by one that does not.
+#[test]
+fn leftovers_of_killed_processes_are_swept_only_under_the_lock() {
+    let mut net = Net::strict();
+    let (_a, mut b) = two_synced_nodes(&mut net);
+    let leftovers = [".davsync-tmp/probe-1234", ".davsync-tmp/i-dead/ab/abcd.pdf"];
+    for path in leftovers {
+        net.remote.write_raw(path, b"half");
+    }
+    // Someone else holds the lock: nothing of theirs (or anyone's) goes.
+    let holder = LeaseRecord { owner: "i-other".into(), host: "h".into(), nonce: "n".into(), ttl_ms: 60_000 };
+    net.remote.write_raw(LEASE_FILE, &serde_json::to_vec(&holder).unwrap());
+    b.opts.lock_wait_ms = 0;
+    assert!(matches!(b.try_sync(), Err(SyncError::LockHeld { .. })));
+    assert!(leftovers.iter().all(|p| net.remote.exists(p)), "swept without the lock");
+    net.advance(60_001);
+    b.sync();
+    let left: Vec<String> =
+        net.remote.files().into_keys().filter(|p| p.starts_with(".davsync-tmp")).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
