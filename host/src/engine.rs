@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use davsync_core::ports::{BlobTransfer, Clock, Io, LocalStore, Progress, Random, RemoteTransport};
+use davsync_core::ports::{
+    BlobTransfer, Clock, Io, LocalError, LocalStore, Progress, Random, RemoteTransport,
+};
 use davsync_core::{
     ConflictInfo, Resolution, ResolveOutcome, StatusReport, SyncError, SyncOptions, SyncSummary,
 };
@@ -63,6 +65,7 @@ enum Runner {
 pub struct Syncer {
     runner: Runner,
     ports: Option<Ports>,
+    local_read_only: bool,
 }
 
 impl Syncer {
@@ -73,7 +76,20 @@ impl Syncer {
             EngineKind::Native => Runner::Native,
             EngineKind::Component => Runner::Component(Box::new(ComponentEngine::load(cache_dir)?)),
         };
-        Ok(Syncer { runner, ports: Some(ports) })
+        Ok(Syncer { runner, ports: Some(ports), local_read_only: false })
+    }
+
+    /// Marks the local store as one that cannot be written: `sync` and
+    /// `resolve` then fail with [`LocalError::ReadOnly`] before they touch
+    /// anything (a sync would otherwise commit to the remote and only then
+    /// find it cannot record that locally).
+    pub fn with_local_read_only(mut self, read_only: bool) -> Syncer {
+        self.local_read_only = read_only;
+        self
+    }
+
+    fn refuse_if_read_only(&self) -> Option<SyncError> {
+        self.local_read_only.then_some(SyncError::Local(LocalError::ReadOnly))
     }
 
     /// The ports, for the host's own (app-side) operations between calls.
@@ -104,6 +120,9 @@ impl Syncer {
     /// Runs one sync. The outer error is a failure of the engine itself (a
     /// trap); the inner one is the sync's typed answer.
     pub fn sync(&mut self, opts: &SyncOptions) -> Result<Result<SyncSummary, SyncError>> {
+        if let Some(e) = self.refuse_if_read_only() {
+            return Ok(Err(e));
+        }
         let wit_opts = conv::options_out(opts);
         self.call(
             |io| davsync_core::sync(io, opts),
@@ -135,6 +154,9 @@ impl Syncer {
 
     /// Records a resolution.
     pub fn resolve(&mut self, resolution: &Resolution) -> Result<Result<ResolveOutcome, SyncError>> {
+        if let Some(e) = self.refuse_if_read_only() {
+            return Ok(Err(e));
+        }
         let kind = conv::resolution_out(&resolution.kind);
         self.call(
             |io| davsync_core::resolve(io, resolution),

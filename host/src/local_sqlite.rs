@@ -185,6 +185,13 @@ impl SqliteStore {
         self.conn.busy_timeout(timeout).context("setting the busy timeout")
     }
 
+    /// Whether SQLite opened the database read-only (a read-only file,
+    /// folder or file system): it may still be readable, but a sync or a
+    /// resolution could not record anything.
+    pub fn is_read_only(&self) -> bool {
+        self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false)
+    }
+
     /// The app's data folder.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -189,6 +189,7 @@ impl Setup {
     /// The engine over the real adapters, reporting progress to `progress`.
     pub fn syncer(&self, progress: Box<dyn Progress>) -> Result<Syncer> {
         let store = self.open_store()?;
+        let local_read_only = store.is_read_only();
         let files_dir = store.files_dir().to_path_buf();
         let (remote, blobs): (
             Box<dyn davsync_core::ports::RemoteTransport>,
@@ -214,7 +215,8 @@ impl Setup {
             random: Box::new(OsRandom),
             progress,
         };
-        Syncer::new(self.engine, ports, crate::component::default_cache_dir().as_deref())
+        let syncer = Syncer::new(self.engine, ports, crate::component::default_cache_dir().as_deref())?;
+        Ok(syncer.with_local_read_only(local_read_only))
     }
 
     /// Sync options with this machine's name for the lease.
