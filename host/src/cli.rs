@@ -189,10 +189,28 @@ pub fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("davsync: {e:#}");
+            eprintln!("davsync: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A failure as one line: its chain of contexts and causes, without repeating
+/// a cause an outer message already quotes (`SyncError::Remote` prints its
+/// `RemoteError`, which is also its source).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// The wiring these arguments describe.
@@ -566,4 +584,19 @@ fn new_meta(
     };
     meta.validate().context("invalid metadata")?;
     Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use davsync_core::ports::RemoteError;
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let remote = SyncError::Remote(RemoteError::Unavailable("get version.txt: timeout".into()));
+        let e = anyhow::Error::new(remote).context("syncing");
+        assert_eq!(error_line(&e), "syncing: remote: remote unavailable: get version.txt: timeout");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_line(&e), "outer: inner");
+    }
 }

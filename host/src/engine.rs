@@ -9,7 +9,7 @@ use davsync_core::maintenance::{
     self, GcReport, MaintenanceError, MaintenanceIo, MaintenanceOptions, RemoteStatus, VerifyReport,
 };
 use davsync_core::ports::{
-    BlobHasher, BlobTransfer, Clock, Io, LocalStore, Progress, Random, RemoteTransport,
+    BlobHasher, BlobTransfer, Clock, Io, LocalError, LocalStore, Progress, Random, RemoteTransport,
 };
 use davsync_core::{
     ConflictInfo, Resolution, ResolveOutcome, StatusReport, SyncError, SyncOptions, SyncSummary,
@@ -85,6 +85,7 @@ enum Runner {
 pub struct Syncer {
     runner: Runner,
     ports: Option<Ports>,
+    local_read_only: bool,
 }
 
 impl Syncer {
@@ -95,7 +96,20 @@ impl Syncer {
             EngineKind::Native => Runner::Native,
             EngineKind::Component => Runner::Component(Box::new(ComponentEngine::load(cache_dir)?)),
         };
-        Ok(Syncer { runner, ports: Some(ports) })
+        Ok(Syncer { runner, ports: Some(ports), local_read_only: false })
+    }
+
+    /// Marks the local store as one that cannot be written: `sync` and
+    /// `resolve` then fail with [`LocalError::ReadOnly`] before they touch
+    /// anything (a sync would otherwise commit to the remote and only then
+    /// find it cannot record that locally).
+    pub fn with_local_read_only(mut self, read_only: bool) -> Syncer {
+        self.local_read_only = read_only;
+        self
+    }
+
+    fn refuse_if_read_only(&self) -> Option<SyncError> {
+        self.local_read_only.then_some(SyncError::Local(LocalError::ReadOnly))
     }
 
     /// The ports, for the host's own (app-side) operations between calls.
@@ -130,6 +144,9 @@ impl Syncer {
     /// Runs one sync. The outer error is a failure of the engine itself (a
     /// trap); the inner one is the sync's typed answer.
     pub fn sync(&mut self, opts: &SyncOptions) -> Result<Result<SyncSummary, SyncError>> {
+        if let Some(e) = self.refuse_if_read_only() {
+            return Ok(Err(e));
+        }
         let wit_opts = conv::options_out(opts);
         self.call(
             |p| davsync_core::sync(&mut p.io(), opts),
@@ -165,6 +182,9 @@ impl Syncer {
 
     /// Records a resolution.
     pub fn resolve(&mut self, resolution: &Resolution) -> Result<Result<ResolveOutcome, SyncError>> {
+        if let Some(e) = self.refuse_if_read_only() {
+            return Ok(Err(e));
+        }
         let kind = conv::resolution_out(&resolution.kind);
         self.call(
             |p| davsync_core::resolve(&mut p.io(), resolution),

@@ -168,11 +168,13 @@ impl SqliteStore {
         conn.busy_timeout(BUSY_TIMEOUT_DEFAULT).context("setting the busy timeout")?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| typed_local(e.into()))
             .with_context(|| format!("switching {} to WAL mode", db_path.display()))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(db = %db_path.display(), mode = %mode, "the app database is not in WAL mode");
         }
         create_schema(&mut conn)
+            .map_err(typed_local)
             .with_context(|| format!("preparing the app database {}", db_path.display()))?;
         Ok(SqliteStore { conn, data_dir: data_dir.to_path_buf(), files_dir: data_dir.join("files") })
     }
@@ -181,6 +183,13 @@ impl SqliteStore {
     /// [`LocalError::Busy`].
     pub fn set_busy_timeout(&mut self, timeout: Duration) -> anyhow::Result<()> {
         self.conn.busy_timeout(timeout).context("setting the busy timeout")
+    }
+
+    /// Whether SQLite opened the database read-only (a read-only file,
+    /// folder or file system): it may still be readable, but a sync or a
+    /// resolution could not record anything.
+    pub fn is_read_only(&self) -> bool {
+        self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false)
     }
 
     /// The app's data folder.
@@ -789,6 +798,18 @@ fn check_files_table(conn: &Connection) -> anyhow::Result<()> {
         bail!("files must be keyed by stable_id (primary key found: {keys:?})");
     }
     Ok(())
+}
+
+/// A busy or read-only database as the typed [`LocalError`] (the app holds
+/// its write lock, or the file cannot be written); anything else as it is.
+fn typed_local(e: anyhow::Error) -> anyhow::Error {
+    let code =
+        e.chain().find_map(|c| c.downcast_ref::<rusqlite::Error>()).and_then(|e| e.sqlite_error_code());
+    match code {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => anyhow::Error::new(LocalError::Busy),
+        Some(ErrorCode::ReadOnly) => anyhow::Error::new(LocalError::ReadOnly),
+        _ => e,
+    }
 }
 
 /// Maps SQLite failures to what the core acts on.

@@ -188,15 +188,22 @@ impl Setup {
     }
 
     /// The engine over the real adapters, reporting progress to `progress`.
+    /// A read-only app database is refused before anything is written.
     pub fn syncer(&self, progress: Box<dyn Progress>) -> Result<Syncer> {
-        let ports = self.ports(progress)?;
-        Syncer::new(self.engine, ports, crate::component::default_cache_dir().as_deref())
+        let store = self.open_store()?;
+        let local_read_only = store.is_read_only();
+        let ports = self.ports_over(store, progress)?;
+        let syncer = Syncer::new(self.engine, ports, crate::component::default_cache_dir().as_deref())?;
+        Ok(syncer.with_local_read_only(local_read_only))
     }
 
     /// The real adapters for this data folder and remote, reporting progress
     /// to `progress` (what [`Setup::syncer`] runs the engine on).
     pub fn ports(&self, progress: Box<dyn Progress>) -> Result<Ports> {
-        let store = self.open_store()?;
+        self.ports_over(self.open_store()?, progress)
+    }
+
+    fn ports_over(&self, store: SqliteStore, progress: Box<dyn Progress>) -> Result<Ports> {
         let (remote, blobs) = self.remote_ports(store.files_dir())?;
         Ok(Ports {
             local: Box::new(store),

@@ -4,8 +4,11 @@
 //! servers on 127.0.0.1 (wsgidav, Apache, rclone) for them.
 
 mod api;
+// Issue 8: hostile and broken input, crash safety with real processes.
+mod bad_input;
 mod cli;
 mod component_shape;
+mod crash;
 mod differential;
 // issue 9
 mod maintenance;

@@ -32,7 +32,7 @@ fn assert_no_temp_files(server: &DavServer) {
 }
 
 /// Live rows by stable id: (content hash, label).
-fn live(site: &Site) -> BTreeMap<String, (String, Value)> {
+pub(crate) fn live(site: &Site) -> BTreeMap<String, (String, Value)> {
     site.rows()
         .into_iter()
         .filter(|r| r["deleted"] == false)

@@ -28,6 +28,17 @@ Keys, all optional:
                                faults above apply from the 4th on. If none of
                                them is set, those requests get "fail_status"
     "fail_status": 503         (default 503)
+    "respond_for": {"PROPFIND /ab/": {"status": 207, "body": "<x/>",
+                                      "headers": {"Location": "http://elsewhere/"}}}
+                               answer requests whose method ("*" = any) and
+                               decoded path prefix match with that canned
+                               response instead of the server's (a hostile or
+                               broken server: bad XML, redirects, ...)
+    "hang_after_requests": 5   the first 5 requests after this content of FILE
+                               was first seen go through; every later one is
+                               held until FILE changes, then answered 503
+                               unprocessed (the client is killed meanwhile: a
+                               crash "after 5 requests")
 
 Every request that reaches the server, faulted or not, is counted: the total
 since start is written to --count-file (a single integer, replaced atomically)
@@ -93,6 +104,12 @@ class Faults:
             self.since_set += 1
             nth = self.since_set
         faults = self._parse(text)
+        if "hang_after_requests" in faults:
+            if nth <= int(faults["hang_after_requests"]):
+                return self.app(environ, start_response)
+            while self._read_faults() == text:
+                time.sleep(0.02)
+            return self._answer(start_response, 503, {}, b"held, then dropped\n")
         if nth <= int(faults.get("fail_after_requests", 0)):
             return self.app(environ, start_response)
 
@@ -105,6 +122,11 @@ class Faults:
         method = environ["REQUEST_METHOD"]
         # cheroot has %-decoded PATH_INFO; WSGI tunnels its UTF-8 bytes as latin-1.
         path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+        for key, canned in faults.get("respond_for", {}).items():
+            want_method, _, prefix = key.partition(" ")
+            if want_method in ("*", method) and path.startswith(prefix):
+                body = canned.get("body", "").encode()
+                return self._answer(start_response, canned["status"], canned.get("headers", {}), body)
         status = None
         if method == "PUT" and faults.get("put_status"):
             status = faults["put_status"]
@@ -122,10 +144,15 @@ class Faults:
             return self.app(environ, start_response)
 
         body = f"injected fault {status} for {method} {path}\n".encode()
+        return self._answer(start_response, status, {"Content-Type": "text/plain"}, body)
+
+    @staticmethod
+    def _answer(start_response, status, headers, body):
+        headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "connection")}
         start_response(
             f"{int(status)} Injected",
-            [
-                ("Content-Type", "text/plain"),
+            list(headers.items())
+            + [
                 ("Content-Length", str(len(body))),
                 # The request body is left unread: make the client reconnect.
                 ("Connection", "close"),

@@ -61,9 +61,12 @@ pub fn sync(io: &mut Io<'_>, opts: &SyncOptions) -> Result<SyncSummary, SyncErro
     }
     let mut lease = None;
     let result = run_attempts(io, opts, &mut state, &mut session, &mut lease, &mut reporter);
+    // Our own uploads in flight always go; the rest of the temporary area
+    // (a killed process's uploads or probe files) only while the lock is
+    // still ours.
     let _ = session.remove(io, &tmp_dir(&state.instance));
     if let Some(lease) = lease {
-        let _ = lease.release(&mut session, io);
+        let _ = lease.release(&mut session, io, TMP_ROOT);
     }
     let mut summary = result?;
     summary.duration_ms = elapsed(io, started_ms);
@@ -220,6 +223,9 @@ fn attempt_once(
         (local_state::META_RESYNC.to_owned(), String::new()),
         (local_state::META_PUSHED.to_owned(), String::new()),
     ];
+    if state.instance_is_new {
+        meta.push((local_state::META_INSTANCE.to_owned(), state.instance.clone()));
+    }
     // With a file left behind, keep the old version so the quick check sends
     // the next sync back for it.
     if transfer.errors.is_empty() {

@@ -57,7 +57,10 @@ impl Hlc {
         let (Some(p), Some(c), Some(instance)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("expected physical-counter-instance"));
         };
-        if p.len() != 15 || c.len() != 10 {
+        // Digits only: `from_str` also takes a leading `+`, and "+0…01" would
+        // break "text order equals stamp order" (and print back differently).
+        let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(p, 15) || !digits(c, 10) {
             return Err(bad("expected a 15-digit time and a 10-digit counter"));
         }
         let physical_ms: i64 = p.parse().map_err(|_| bad("time is not a number"))?;
@@ -163,7 +166,11 @@ mod tests {
 
     #[test]
     fn parse_refuses_garbage() {
-        for bad in ["", "1-2-x", "000000000000001-0000000001-a/b", "x00000000000001-0000000001-a"] {
+        let signed = ["+00000000000001-0000000001-a", "000000000000001-+000000001-a"];
+        for bad in ["", "1-2-x", "000000000000001-0000000001-a/b", "x00000000000001-0000000001-a"]
+            .iter()
+            .chain(&signed)
+        {
             assert!(Hlc::parse(bad).is_err(), "{bad:?}");
         }
     }

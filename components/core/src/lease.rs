@@ -46,7 +46,9 @@ impl LeaseRecord {
         format!("instance {} on {}", self.owner, self.host)
     }
 
-    fn parse(bytes: &[u8]) -> Option<LeaseRecord> {
+    /// Parses a `lease.json` read from the remote; `None` for anything that
+    /// is not a lease record (garbage is no one's lease).
+    pub fn parse(bytes: &[u8]) -> Option<LeaseRecord> {
         serde_json::from_slice(bytes).ok()
     }
 }
@@ -210,10 +212,19 @@ impl Lease {
         self.renewed_at_ms + self.ttl_ms() <= session.server_now_ms(io)
     }
 
-    /// Releases the lock if it is still ours. Errors are returned for
-    /// reporting only: an unreleased lease simply expires.
-    pub(crate) fn release(mut self, session: &mut Session, io: &mut Io<'_>) -> Result<(), SyncError> {
+    /// Releases the lock if it is still ours, first removing `leftovers`
+    /// (the temporary upload area: while we hold the lock nobody else may
+    /// write there, so whatever is in it was left by a process that died or
+    /// lost its lease). Errors are returned for reporting only: an
+    /// unreleased lease simply expires.
+    pub(crate) fn release(
+        mut self,
+        session: &mut Session,
+        io: &mut Io<'_>,
+        leftovers: &str,
+    ) -> Result<(), SyncError> {
         self.verify(session, io)?;
+        session.remove(io, leftovers)?;
         session.remove(io, LOCK_DIR)?;
         Ok(())
     }

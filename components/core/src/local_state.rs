@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::SyncError;
 use crate::hlc::{Hlc, HlcClock};
 use crate::model::{ContentHash, FileMeta, LocalRow, validate_stable_id};
-use crate::ports::{Io, LocalCommit, LocalError};
+use crate::ports::{Io, LocalError};
 
 /// This instance's id (random, created on first use).
 pub const META_INSTANCE: &str = "instance_id";
@@ -34,6 +34,10 @@ pub const META_PUSHED: &str = "pushed_inputs";
 pub struct LocalState {
     /// Instance id.
     pub instance: String,
+    /// The id was made by this load and is not stored yet: the sync stores it
+    /// with its local commit, so a first sync that fails leaves the local
+    /// database untouched (and `status` never writes).
+    pub instance_is_new: bool,
     /// Remote version at the last sync.
     pub version: Option<i64>,
     /// Remote epoch at the last sync.
@@ -117,19 +121,15 @@ pub fn meta_digest(meta: &FileMeta) -> ContentHash {
     ContentHash::of(&serde_json::to_vec(&meta).expect("plain data serializes"))
 }
 
-/// Loads the state, creating (and persisting) the instance id on first use.
+/// Loads the state, making up an instance id on first use (not stored here:
+/// see [`LocalState::instance_is_new`]). Reads only.
 pub fn load(io: &mut Io<'_>) -> Result<LocalState, SyncError> {
-    let instance = match io.local.meta_get(META_INSTANCE)? {
+    let (instance, instance_is_new) = match io.local.meta_get(META_INSTANCE)? {
         Some(id) => {
             validate_stable_id(&id).map_err(|e| invalid(META_INSTANCE, &e.to_string()))?;
-            id
+            (id, false)
         }
-        None => {
-            let id = new_id(io, "i");
-            let commit = LocalCommit { writes: vec![], meta: vec![(META_INSTANCE.to_owned(), id.clone())] };
-            io.local.apply(&commit)?;
-            id
-        }
+        None => (new_id(io, "i"), true),
     };
     let version = match non_empty(io.local.meta_get(META_VERSION)?) {
         None => None,
@@ -147,7 +147,16 @@ pub fn load(io: &mut Io<'_>) -> Result<LocalState, SyncError> {
         None => OwnPushes::default(),
         Some(v) => OwnPushes::parse(&v).map_err(|e| invalid(META_PUSHED, &e.to_string()))?,
     };
-    Ok(LocalState { instance, version, epoch, seen, resync_requested, last_sync_time, own_pushes })
+    Ok(LocalState {
+        instance,
+        instance_is_new,
+        version,
+        epoch,
+        seen,
+        resync_requested,
+        last_sync_time,
+        own_pushes,
+    })
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {

@@ -353,7 +353,7 @@ pub fn gc(io: &mut MaintenanceIo<'_>, opts: &MaintenanceOptions) -> Result<GcRep
         let owner = format!("gc-{:016x}", io.random.next_u64());
         let mut lease = Lease::acquire(&mut session, io, &sync_opts, &owner)?;
         let result = gc_locked(io, opts, &sync_opts, &mut session, &mut lease);
-        let _ = lease.release(&mut session, io);
+        let _ = lease.release(&mut session, io, crate::session::TMP_ROOT);
         result
     })
 }

@@ -5,4 +5,5 @@ mod basics;
 mod conflicts;
 mod faults;
 mod harness;
+mod hostile;
 mod lock;
