@@ -71,6 +71,16 @@ impl DataDirLock {
         }
         // Best effort: the pid only makes the "busy" message more useful.
         let _ = write_pid(&mut file);
+        // Holding the lock, no other davsync process writes in this data
+        // folder: temporary files there were left by a killed one.
+        let files_dir = data_dir.join("files");
+        match crate::folder::remove_stale_temp_files(&files_dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed temporary files left by an interrupted run"),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %files_dir.display(), "could not sweep temporary files")
+            }
+        }
         Ok(DataDirLock { _file: file, path })
     }
 
@@ -96,6 +106,24 @@ fn write_pid(file: &mut File) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taking_the_lock_sweeps_temporary_files_a_killed_run_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = dir.path().join("files").join("ab");
+        std::fs::create_dir_all(&shard).unwrap();
+        let stale = [dir.path().join("files/.davsync-part-1-2-3"), shard.join(".davsync-part-4-5-6")];
+        for p in &stale {
+            std::fs::write(p, b"half a download").unwrap();
+        }
+        let blob = shard.join("ab".repeat(32) + ".pdf");
+        std::fs::write(&blob, b"a blob").unwrap();
+        let _lock = DataDirLock::try_acquire(dir.path()).unwrap();
+        for p in &stale {
+            assert!(!p.exists(), "{} is still there", p.display());
+        }
+        assert!(blob.exists(), "a blob was removed");
+    }
 
     #[test]
     fn a_second_lock_on_the_same_folder_is_refused_until_the_first_is_dropped() {

@@ -727,6 +727,36 @@ fn ensure_real_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Removes the temporary files a killed process left in a data folder's
+/// `files_dir` (its root and shard folders: where downloads and imports are
+/// staged). Only the holder of the data-folder lock may call this: then no
+/// other davsync process writes there. Symlinks are neither followed nor
+/// removed. Returns how many files went.
+pub(crate) fn remove_stale_temp_files(files_dir: &Path) -> io::Result<usize> {
+    fn sweep(dir: &Path, depth: u32, removed: &mut usize) -> io::Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let name = entry.file_name();
+            if kind.is_file() && name.to_string_lossy().starts_with(TEMP_PREFIX) {
+                fs::remove_file(entry.path())?;
+                *removed += 1;
+            } else if kind.is_dir() && depth == 0 {
+                sweep(&entry.path(), 1, removed)?;
+            }
+        }
+        Ok(())
+    }
+    let mut removed = 0;
+    sweep(files_dir, 0, &mut removed)?;
+    Ok(removed)
+}
+
 /// A new, empty temporary file in `dir`, named `.davsync-part-…`. Names
 /// never collide: each is created with `create_new` and a fresh name is
 /// tried if one exists.
