@@ -639,9 +639,17 @@ impl<'e> Sim<'e> {
     }
 
     fn start_sync(&mut self, i: usize, force: bool) -> Check {
+        self.log(format!("n{i} sync starts{}", if force { " (force)" } else { "" }));
+        let call = Call::Sync(self.options(force));
+        self.start_call(i, call)
+    }
+
+    /// Starts `call` on instance `i`, remembering its store as it was, and
+    /// runs it to its first remote operation (or its end).
+    fn start_call(&mut self, i: usize, call: Call) -> Check {
         let before = lock(&self.nodes[i].store).rows.clone();
         self.nodes[i].busy = Some(Busy {
-            sync: true,
+            sync: matches!(call, Call::Sync(_)),
             pending: None,
             writing: None,
             crashed: false,
@@ -654,8 +662,6 @@ impl<'e> Sim<'e> {
             result: None,
         });
         self.calls += 1;
-        self.log(format!("n{i} sync starts{}", if force { " (force)" } else { "" }));
-        let call = Call::Sync(self.options(force));
         self.execs[i].start(self.nodes[i].life.clone(), call);
         self.pump(i)
     }
@@ -977,24 +983,8 @@ impl<'e> Sim<'e> {
 
     fn resolve(&mut self, i: usize, s: &str, row: &LocalRow, kind: ResolutionKind) -> Check {
         self.log(format!("n{i} resolves {s}: {kind:?}"));
-        let before = lock(&self.nodes[i].store).rows.clone();
-        self.nodes[i].busy = Some(Busy {
-            sync: false,
-            pending: None,
-            writing: None,
-            crashed: false,
-            before,
-            touched: BTreeSet::new(),
-            uploads: 0,
-            downloads: 0,
-            remote_writes: 0,
-            version_put: None,
-            result: None,
-        });
-        self.calls += 1;
         let call = Call::Resolve(Resolution { stable_id: s.to_owned(), kind: kind.clone() });
-        self.execs[i].start(self.nodes[i].life.clone(), call);
-        self.pump(i)?;
+        self.start_call(i, call)?;
         // A resolution makes no remote request: it must be done already.
         if self.nodes[i].busy.is_some() {
             return Err(format!("n{i}: resolve asked the remote for something"));

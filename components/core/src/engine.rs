@@ -652,13 +652,13 @@ fn record_own_pushes(
     steps: &[Step],
     pushes: &mut local_state::OwnPushes,
 ) -> Result<(), Interrupted> {
-    let before = pushes.clone();
+    let mut added = false;
     for step in steps {
         if let (Action::Push { stamp, .. }, Some(input)) = (&step.action, &step.local) {
-            pushes.insert(input, stamp);
+            added |= pushes.insert(input, stamp);
         }
     }
-    if *pushes == before {
+    if !added {
         return Ok(());
     }
     let meta = vec![(local_state::META_PUSHED.to_owned(), pushes.encode())];

@@ -81,10 +81,11 @@ impl OwnPushes {
         OwnPushes(BTreeMap::new())
     }
 
-    /// Records `row` as the input of a push stamped `stamp`. Earlier records
-    /// of the same file are kept (an earlier attempt's commit may have
-    /// landed); stamps are unique, so each matches only its own push.
-    pub fn insert(&mut self, row: &LocalRow, stamp: &Hlc) {
+    /// Records `row` as the input of a push stamped `stamp`; false if that
+    /// push was recorded already. Earlier records of the same file are kept
+    /// (an earlier attempt's commit may have landed); stamps are unique, so
+    /// each matches only its own push.
+    pub fn insert(&mut self, row: &LocalRow, stamp: &Hlc) -> bool {
         let input = PushedInput {
             stamp: stamp.clone(),
             id: row.id.clone(),
@@ -92,9 +93,11 @@ impl OwnPushes {
             meta: meta_digest(&row.meta),
         };
         let inputs = self.0.entry(row.stable_id.clone()).or_default();
-        if !inputs.iter().any(|i| i.stamp == input.stamp) {
-            inputs.push(input);
+        if inputs.iter().any(|i| i.stamp == input.stamp) {
+            return false;
         }
+        inputs.push(input);
+        true
     }
 
     /// The recorded input of the push of `stable_id` stamped `stamp`.
