@@ -28,6 +28,7 @@ fn native_gc_among_syncs_2000_seeds_mixed_servers() {
 }
 
 #[test]
+#[cfg(feature = "wasm")]
 fn wasm_gc_among_syncs_50_seeds_mixed_servers() {
     gc_sweep(Engine::Wasm, Profile::Mixed, 0..50);
 }
