@@ -155,6 +155,10 @@ struct Step {
     local: Option<LocalRow>,
     remote: Option<RemoteRow>,
     action: Action,
+    /// The remote row is this instance's own push whose sync did not finish
+    /// (see [`own_push_to_verify`]): its blob is checked, and uploaded again
+    /// if it is gone.
+    verify_blob: bool,
 }
 
 fn attempt_once(
@@ -251,19 +255,26 @@ fn compare(
     let remote_versions = fetched.db.row_versions().map_err(corrupt)?;
     let mut ids = BTreeSet::new();
     let mut local_ids = BTreeSet::new();
+    // The remote lost a commit this instance knew (a row older than our base,
+    // or gone): on a server that ignores conditional requests, a stalled
+    // former lease holder overwrote `metadata.db` with a version built
+    // elsewhere, under a number we think we have seen.
+    let mut behind = false;
     for b in bases {
         local_ids.insert(b.stable_id.as_str());
+        let remote_rv = remote_versions.get(&b.stable_id).copied();
+        behind |= b.remote_version.is_some_and(|base| remote_rv.is_none_or(|rv| rv < base));
         if b.sync_status == SyncStatus::Conflict {
             continue;
         }
-        let remote_rv = remote_versions.get(&b.stable_id).copied();
         if b.sync_status.is_pending() || ctx.void_base || remote_rv != b.remote_version {
             ids.insert(b.stable_id.clone());
         }
     }
     // Files only the remote has. Rows at or below our version were seen by an
-    // earlier sync (tombstones of files we never had): skip them.
-    let seen_up_to = if ctx.void_base { None } else { state.version };
+    // earlier sync (tombstones of files we never had): skip them, unless the
+    // remote is behind us, when a number we have seen may name rows we have not.
+    let seen_up_to = if ctx.void_base || behind { None } else { state.version };
     for (id, rv) in &remote_versions {
         if !local_ids.contains(id.as_str()) && seen_up_to.is_none_or(|v| *rv > v) {
             ids.insert(id.clone());
@@ -283,7 +294,8 @@ fn compare(
         }
         let action = decide(local.as_ref(), remote.as_ref(), ctx);
         if action != Action::Nothing {
-            steps.push(Step { local, remote, action });
+            let verify_blob = own_push_to_verify(local.as_ref(), remote.as_ref(), &action, ctx);
+            steps.push(Step { local, remote, action, verify_blob });
         }
     }
     Ok(steps)
@@ -332,8 +344,32 @@ fn tmp_dir(instance: &str) -> String {
 fn blob_to_publish(step: &Step) -> Option<Result<BlobRef, String>> {
     match &step.action {
         Action::Push { row, .. } if !row.deleted => Some(row.blob().map_err(|e| e.to_string())),
+        Action::Pull(r) | Action::MarkSynced(r) if step.verify_blob => {
+            Some(r.blob().map_err(|e| e.to_string()))
+        }
         _ => None,
     }
+}
+
+/// Is `remote` this instance's own push of a sync that did not finish (a
+/// crash, a lost response, a lost lease), now settled without a new push,
+/// with content we hold? Then its blob is checked on the remote. On a server
+/// that ignores conditional requests, a push stalled between its fence and
+/// its `metadata.db` write can land on top of a gc that had already deleted
+/// the blob (its version bump fences only where the server honours
+/// `If-Match`); nobody else could upload the content again.
+fn own_push_to_verify(
+    local: Option<&LocalRow>,
+    remote: Option<&RemoteRow>,
+    action: &Action,
+    ctx: &DecideContext<'_>,
+) -> bool {
+    let (Some(l), Some(r)) = (local, remote) else { return false };
+    matches!(action, Action::Pull(_) | Action::MarkSynced(_))
+        && !r.deleted
+        && l.id == r.id
+        && l.sync_status.is_pending()
+        && ctx.own_pushes.get(&l.stable_id, &r.hlc).is_some()
 }
 
 /// Most transfers handed to the host per call. The host may run them several
@@ -708,14 +744,41 @@ pub(crate) fn commit_remote(
         Err(e) => return Err(e.into()),
     }
     lease.confirm(session, io)?;
+    // Fence again: a commit (a sync, or a gc's version bump) that landed
+    // between the first fence and our `metadata.db` write was overwritten by
+    // it on a server that ignores `If-Match`. Starting over takes the
+    // own-push path, which checks our blobs and re-publishes what is behind.
+    let version_condition = fence(io, session, fetched)?;
+    // `version.txt` too is replaced only if it is still the one the fence
+    // read: a holder that stalls right here, past its lease, must not set the
+    // counter back under a newer commit (where the server honours it).
     let text = format!("{new_version}\n");
-    session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &Precondition::None))?;
+    match session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &version_condition)) {
+        Ok(_) => {}
+        Err(RemoteError::PreconditionFailed) => {
+            // A rival commit moved it (start over), or a lost response's
+            // retry met our own write, or a weak ETag was refused.
+            fence(io, session, fetched)?;
+            lease.confirm(session, io)?;
+            session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &Precondition::None))?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }
 
 /// Fencing: `version.txt` must still be what this attempt started from.
-fn fence(io: &mut Io<'_>, session: &mut Session, fetched: &Fetched) -> Result<(), Interrupted> {
-    if session.read_version(io)? == fetched.version_txt { Ok(()) } else { Err(Interrupted::Fenced) }
+/// Returns the precondition that replaces exactly that `version.txt`.
+fn fence(io: &mut Io<'_>, session: &mut Session, fetched: &Fetched) -> Result<Precondition, Interrupted> {
+    let now = session.read_version_tagged(io)?;
+    if now.as_ref().map(|(v, _)| *v) != fetched.version_txt {
+        return Err(Interrupted::Fenced);
+    }
+    Ok(match now {
+        None => Precondition::IfNoneMatchAny,
+        Some((_, Some(etag))) => Precondition::IfMatch(etag),
+        Some((_, None)) => Precondition::None,
+    })
 }
 
 /// The local rows as they must be after the commit (SPEC §3 step 9).
@@ -733,6 +796,7 @@ fn local_writes(steps: &[Step], version: i64, clock: &mut HlcClock) -> Vec<RowWr
                     sync_status: settled(row.deleted),
                     remote_version: Some(version),
                     sync_hash: Some(row.id.clone()),
+                    sync_meta: Some(row.meta.digest()),
                     hlc: Some(stamp.clone()),
                     conflict: None,
                     ..row.clone()
@@ -747,6 +811,7 @@ fn local_writes(steps: &[Step], version: i64, clock: &mut HlcClock) -> Vec<RowWr
             Action::ForgetBase => LocalRow {
                 remote_version: None,
                 sync_hash: None,
+                sync_meta: None,
                 hlc: None,
                 ..step.local.clone().expect("only local rows forget a base")
             },
@@ -770,6 +835,7 @@ fn from_remote(local: Option<&LocalRow>, r: &RemoteRow) -> LocalRow {
         sync_status: settled(r.deleted),
         remote_version: Some(r.remote_version),
         sync_hash: Some(r.id.clone()),
+        sync_meta: Some(r.meta.digest()),
         local_modified_at_ms: local.map_or(0, |l| l.local_modified_at_ms),
         hlc: Some(r.hlc.clone()),
         conflict: None,
