@@ -234,6 +234,18 @@ impl Oracle {
             k.insert(w);
             k
         });
+        // The local side's history: the writes its content and metadata come
+        // from, and what they knew. (Not all the instance knows now: the sync
+        // that recorded the conflict taught it about others' later writes,
+        // and through them, transitively, about the very remote side the
+        // user overrules.)
+        let mut local_history = Known::default();
+        let content_write = self.by_content.get(&(s.clone(), local.id.clone()));
+        let meta_write = token_of(&local.meta).and_then(|t| self.by_token.get(&(s.clone(), t)));
+        for &w in content_write.into_iter().chain(meta_write) {
+            local_history.insert(w);
+            local_history.union(&self.writes[w as usize].knew);
+        }
         for w in self.writes.iter_mut().filter(|w| &w.stable_id == s) {
             let drop = match choice {
                 // The local side: what this instance knew of the file beyond
@@ -241,9 +253,9 @@ impl Oracle {
                 Choice::Remote => {
                     self.knows[i].has(w.id) && remote_history.as_ref().is_none_or(|h| !h.has(w.id))
                 }
-                // The remote side: what others wrote without this instance
-                // knowing, before the conflict was seen.
-                Choice::Local => w.by != i && !self.knows[i].has(w.id) && w.step <= recorded,
+                // The remote side: what others wrote, unknown to the local
+                // side's writes, before the conflict was seen.
+                Choice::Local => w.by != i && !local_history.has(w.id) && w.step <= recorded,
             };
             w.discarded |= drop;
         }
@@ -257,6 +269,7 @@ impl Oracle {
             self.check_names(f.0, f.1)?;
         }
         self.check_stamps()?;
+        self.check_lww_reference(finals)?;
         for w in self.writes.iter().filter(|w| !w.discarded) {
             let Some(f) = finals.get(&w.stable_id) else {
                 // No remote knows the file (e.g. made and deleted before the
@@ -312,6 +325,36 @@ impl Oracle {
                         "HLC order: w{} ({:?} by n{}) on {} was published under {s2}, not after w{} ({s1}), \
                          which its writer had seen",
                         w2.id, w2.kind, w2.by, w2.stable_id, w1.id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Last-write-wins by the reference order: a file's final metadata is
+    /// not a write that a concurrent one (neither writer had seen the other)
+    /// follows in HLC order, both as first published. (The causal check above
+    /// allows any order among concurrent writes; this one pins it.) Writes
+    /// never published under their own stamp lost before reaching the
+    /// remote and are not compared.
+    fn check_lww_reference(&self, finals: &HashMap<String, Final>) -> Result<(), String> {
+        for (s, f) in finals {
+            let Some(wf) = f.token.and_then(|t| self.by_token.get(&(s.clone(), t))).copied() else {
+                continue;
+            };
+            let Some(sf) = self.stamps.get(&wf) else { continue };
+            let won = &self.writes[wf as usize];
+            for w in self.writes.iter().filter(|w| &w.stable_id == s && w.token.is_some() && !w.discarded) {
+                let concurrent = w.id != wf && !won.knew.has(w.id) && !w.knew.has(wf);
+                if let Some(sw) = self.stamps.get(&w.id)
+                    && concurrent
+                    && sw > sf
+                {
+                    return Err(format!(
+                        "LWW order: {s} ended with w{wf} ({:?} by n{}, published as {sf}) over the concurrent \
+                         w{} ({:?} by n{}, published later as {sw})",
+                        won.kind, won.by, w.id, w.kind, w.by
                     ));
                 }
             }
@@ -435,6 +478,7 @@ mod tests {
             sync_status: davsync_core::model::SyncStatus::Conflict,
             remote_version: None,
             sync_hash: None,
+            sync_meta: None,
             local_modified_at_ms: 0,
             hlc: None,
             conflict: None,
@@ -452,6 +496,7 @@ mod tests {
             sync_status: SyncStatus::Synced,
             remote_version: Some(1),
             sync_hash: Some(hash(content)),
+            sync_meta: None,
             local_modified_at_ms: 0,
             hlc: Some(Hlc { physical_ms: stamp_ms, counter: 0, instance: "i".into() }),
             conflict: None,
@@ -471,6 +516,21 @@ mod tests {
         o.observe(0, [synced_row("a", later, 9)].iter()).unwrap();
         let err = o.check_final(&fin("a", later, false)).unwrap_err();
         assert!(err.contains("HLC order"), "{err}");
+    }
+
+    #[test]
+    fn the_later_published_of_two_concurrent_metadata_writes_wins() {
+        let mut o = Oracle::new(3);
+        let add = o.record(0, "f", WriteKind::Add, Some(hash("a")), Some(0), 0);
+        o.observe(1, [synced_row("a", add, 5)].iter()).unwrap();
+        o.observe(2, [synced_row("a", add, 5)].iter()).unwrap();
+        let early = o.record(1, "f", WriteKind::Meta, None, Some(1), 1);
+        let late = o.record(2, "f", WriteKind::Meta, None, Some(2), 1);
+        o.observe(1, [synced_row("a", early, 10)].iter()).unwrap();
+        o.observe(2, [synced_row("a", late, 20)].iter()).unwrap();
+        assert!(o.check_final(&fin("a", late, false)).is_ok());
+        let err = o.check_final(&fin("a", early, false)).unwrap_err();
+        assert!(err.contains("LWW order") && err.contains("published later"), "{err}");
     }
 
     #[test]
