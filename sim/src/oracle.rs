@@ -16,7 +16,9 @@
 use std::collections::HashMap;
 
 use davsync_core::hlc::Hlc;
-use davsync_core::model::{ContentHash, FileMeta, LocalRow, SyncStatus};
+#[cfg(test)]
+use davsync_core::model::SyncStatus;
+use davsync_core::model::{ContentHash, FileMeta, LocalRow, RemoteRow};
 
 /// A write's number (also its metadata token).
 pub type WriteId = u32;
@@ -126,8 +128,8 @@ pub struct Oracle {
     by_token: HashMap<(String, WriteId), WriteId>,
     knows: Vec<Known>,
     conflict_step: HashMap<(usize, String), u64>,
-    /// The first (lowest) stamp a synced row carrying each metadata write
-    /// was seen with: the stamp the write was published under.
+    /// The first (lowest) stamp a remote row carrying each metadata write
+    /// had: the stamp the write was published under.
     stamps: HashMap<WriteId, Hlc>,
 }
 
@@ -203,16 +205,24 @@ impl Oracle {
                 return Err(format!("n{i}: row {s} holds metadata w{t} that no write of it produced"));
             };
             self.learn(i, m);
-            // A synced row's stamp is that of its published state; a pending
-            // row still carries the stamp of the state it was edited from.
-            if let (Some(h), SyncStatus::Synced | SyncStatus::DeletionSynced) = (&row.hlc, row.sync_status) {
-                let first = self.stamps.entry(m).or_insert_with(|| h.clone());
-                if h < first {
-                    *first = h.clone();
-                }
-            }
         }
         Ok(())
+    }
+
+    /// The remote holds `rows` (read at a `version.txt` write, and at the
+    /// end): each metadata write they carry was published under its row's
+    /// stamp, or earlier. (Not the stamps of synced local rows: a
+    /// `remote_wins` resolution leaves a row synced with its old stamp and
+    /// its own, unpublished metadata.)
+    pub fn published<'a>(&mut self, rows: impl Iterator<Item = &'a RemoteRow>) {
+        for row in rows {
+            let Some(t) = token_of(&row.meta) else { continue };
+            let Some(&m) = self.by_token.get(&(row.stable_id.clone(), t)) else { continue };
+            let first = self.stamps.entry(m).or_insert_with(|| row.hlc.clone());
+            if row.hlc < *first {
+                *first = row.hlc.clone();
+            }
+        }
     }
 
     /// A sync of instance `i` left `stable_id` in conflict at `step`.
@@ -503,17 +513,33 @@ mod tests {
         }
     }
 
+    /// Instance `i` syncs the remote row carrying `token` under `stamp_ms`.
+    fn sync_in(o: &mut Oracle, i: usize, content: &str, token: WriteId, stamp_ms: i64) {
+        let row = synced_row(content, token, stamp_ms);
+        let remote = RemoteRow {
+            stable_id: row.stable_id.clone(),
+            id: row.id.clone(),
+            meta: row.meta.clone(),
+            deleted: false,
+            remote_version: 1,
+            updated_at: String::new(),
+            hlc: row.hlc.clone().unwrap(),
+        };
+        o.published([remote].iter());
+        o.observe(i, [row].iter()).unwrap();
+    }
+
     #[test]
     fn a_write_published_under_an_older_stamp_than_one_its_writer_saw_is_refused() {
         let mut o = Oracle::new(2);
         let add = o.record(0, "f", WriteKind::Add, Some(hash("a")), Some(0), 0);
-        o.observe(1, [synced_row("a", add, 10)].iter()).unwrap();
+        sync_in(&mut o, 1, "a", add, 10);
         let later = o.record(1, "f", WriteKind::Meta, None, Some(1), 1);
-        o.observe(1, [synced_row("a", later, 11)].iter()).unwrap();
+        sync_in(&mut o, 1, "a", later, 11);
         assert!(o.check_final(&fin("a", later, false)).is_ok());
         // The same write seen later under an even older stamp: its first
         // publication was stamped before what its writer had seen.
-        o.observe(0, [synced_row("a", later, 9)].iter()).unwrap();
+        sync_in(&mut o, 0, "a", later, 9);
         let err = o.check_final(&fin("a", later, false)).unwrap_err();
         assert!(err.contains("HLC order"), "{err}");
     }
@@ -522,12 +548,12 @@ mod tests {
     fn the_later_published_of_two_concurrent_metadata_writes_wins() {
         let mut o = Oracle::new(3);
         let add = o.record(0, "f", WriteKind::Add, Some(hash("a")), Some(0), 0);
-        o.observe(1, [synced_row("a", add, 5)].iter()).unwrap();
-        o.observe(2, [synced_row("a", add, 5)].iter()).unwrap();
+        sync_in(&mut o, 1, "a", add, 5);
+        sync_in(&mut o, 2, "a", add, 5);
         let early = o.record(1, "f", WriteKind::Meta, None, Some(1), 1);
         let late = o.record(2, "f", WriteKind::Meta, None, Some(2), 1);
-        o.observe(1, [synced_row("a", early, 10)].iter()).unwrap();
-        o.observe(2, [synced_row("a", late, 20)].iter()).unwrap();
+        sync_in(&mut o, 1, "a", early, 10);
+        sync_in(&mut o, 2, "a", late, 20);
         assert!(o.check_final(&fin("a", late, false)).is_ok());
         let err = o.check_final(&fin("a", early, false)).unwrap_err();
         assert!(err.contains("LWW order") && err.contains("published later"), "{err}");

@@ -902,6 +902,7 @@ impl<'e> Sim<'e> {
         let ids: Vec<String> = db.row_versions().map_err(|e| e.to_string())?.into_keys().collect();
         let mut rows = db.rows(&ids).map_err(|e| e.to_string())?;
         rows.sort_by(|a, b| a.stable_id.cmp(&b.stable_id));
+        self.oracle.published(rows.iter());
         let state: Vec<_> = rows.into_iter().map(|r| RemoteRow { updated_at: String::new(), ..r }).collect();
         let digest = ContentHash::of(format!("{state:?}").as_bytes());
         let key = (db.epoch().to_owned(), db.version());
