@@ -9,6 +9,16 @@
 //!    the crate as `env!("DAVSYNC_COMPONENT_WASM")`, its SHA-256 (hex) as
 //!    `env!("DAVSYNC_COMPONENT_SHA256")`.
 //!
+//!
+//! Issue 9, the deployable component: the same nested build also compiles the
+//! engine for the `remote-maintenance` world (`davsync-maintenance-component`),
+//! the WebDAV transport over wasi:http (`davsync-wasi-transport`) and the HTTP
+//! front (`davsync-http-front`); each is encoded with `wit-component`, and
+//! the three are composed with `wac-graph` (see [`compose_serverless`]) into
+//! `{OUT_DIR}/davsync_serverless.wasm`, also copied to
+//! `<target>/davsync-component/davsync-serverless.wasm` for deployment. Its path
+//! reaches the crate as `env!("DAVSYNC_SERVERLESS_WASM")`.
+//!
 //! Quiet on success; on failure the nested build's stderr is printed.
 
 use std::env;
@@ -59,6 +69,10 @@ fn run() -> Result<(), BoxError> {
         "components/core/src",
         "components/core/Cargo.toml",
         "components/sync",
+        "components/maintenance",
+        "components/wasi-transport",
+        "components/http-front",
+        "host/src/webdav/multistatus.rs",
         "wit",
         "Cargo.lock",
         "Cargo.toml",
@@ -69,14 +83,25 @@ fn run() -> Result<(), BoxError> {
     println!("cargo:rerun-if-env-changed=AR_wasm32_unknown_unknown");
 
     let (cc, ar) = wasm_c_toolchain(&out_dir)?;
-    let module = build_core_module(&root, &out_dir, &cc, &ar)?;
+    let modules = build_core_modules(&root, &out_dir, &cc, &ar)?;
+    let component = encode(&modules.join("davsync_component.wasm"))?;
 
-    let bytes = std::fs::read(&module).map_err(|e| format!("reading {}: {e}", module.display()))?;
-    let component = wit_component::ComponentEncoder::default()
-        .module(&bytes)?
-        .validate(true)
-        .encode()
-        .map_err(|e| format!("encoding {} as a component: {e:#}", module.display()))?;
+    // issue 9: the deployable component.
+    let serverless = compose_serverless(
+        &encode(&modules.join("davsync_maintenance_component.wasm"))?,
+        &encode(&modules.join("davsync_wasi_transport.wasm"))?,
+        &encode(&modules.join("davsync_http_front.wasm"))?,
+    )?;
+    let serverless_dest = out_dir.join("davsync_serverless.wasm");
+    std::fs::write(&serverless_dest, &serverless)
+        .map_err(|e| format!("writing {}: {e}", serverless_dest.display()))?;
+    if let Some(nested) = modules.ancestors().nth(2) {
+        let copy = nested.join("davsync-serverless.wasm");
+        std::fs::write(&copy, &serverless).map_err(|e| format!("writing {}: {e}", copy.display()))?;
+    }
+    watch_own_output(&serverless_dest)?;
+    println!("cargo:rustc-env=DAVSYNC_SERVERLESS_WASM={}", serverless_dest.display());
+
     let dest = out_dir.join("davsync_sync.wasm");
     // The compiled-component cache is keyed by this hash: computed here once,
     // not at every start of the host (it was the largest part of startup).
@@ -124,8 +149,92 @@ fn wasm_c_toolchain(out_dir: &Path) -> Result<(OsString, OsString), BoxError> {
     Err(format!("{CLANG_MISSING}\n({})", tried.join("; ")).into())
 }
 
-/// Runs the nested cargo build and returns the path of the core module.
-fn build_core_module(root: &Path, out_dir: &Path, cc: &OsString, ar: &OsString) -> Result<PathBuf, BoxError> {
+/// The crates of the nested build: the sync component, and (issue 9) the
+/// three parts of the deployable component.
+const WASM_PACKAGES: &[&str] =
+    &["davsync-component", "davsync-maintenance-component", "davsync-wasi-transport", "davsync-http-front"];
+
+/// Encodes the core module at `module` as a component (its WIT world is
+/// embedded in the module by wit-bindgen).
+fn encode(module: &Path) -> Result<Vec<u8>, BoxError> {
+    let bytes = std::fs::read(module).map_err(|e| format!("reading {}: {e}", module.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)?
+        .validate(true)
+        .encode()
+        .map_err(|e| format!("encoding {} as a component: {e:#}", module.display()))?;
+    Ok(component)
+}
+
+/// Composes the deployable component (issue 9): the transport's exports
+/// (`types`, `remote`, `blobs`, `clock`, `random`) satisfy the engine's
+/// imports; the engine's `maintenance` (and the transport's `types` and
+/// `remote`, whose types `maintenance` uses) satisfy the front's; the
+/// front's `wasi:http/incoming-handler` is the composition's only export.
+/// What stays unsatisfied (the WASI imports of the transport and the front)
+/// becomes the composition's imports, merged by name.
+fn compose_serverless(engine: &[u8], transport: &[u8], front: &[u8]) -> Result<Vec<u8>, BoxError> {
+    use wac_graph::types::Package;
+    use wac_graph::{CompositionGraph, EncodeOptions, PackageId};
+
+    let mut graph = CompositionGraph::new();
+    let mut register = |name: &str, bytes: &[u8]| -> Result<_, BoxError> {
+        let package = Package::from_bytes(name, None, bytes.to_vec(), graph.types_mut())
+            .map_err(|e| format!("reading the {name} component: {e:#}"))?;
+        Ok(graph.register_package(package)?)
+    };
+    let transport = register("davsync:wasi-transport", transport)?;
+    let engine = register("davsync:maintenance", engine)?;
+    let front = register("davsync:http-front", front)?;
+
+    let names = |graph: &CompositionGraph, package: PackageId, imports: bool| -> Vec<String> {
+        let world = &graph.types()[graph[package].ty()];
+        let items = if imports { &world.imports } else { &world.exports };
+        items.keys().cloned().collect()
+    };
+    let transport_exports = names(&graph, transport, false);
+    let engine_exports = names(&graph, engine, false);
+
+    let transport_i = graph.instantiate(transport);
+    let engine_i = graph.instantiate(engine);
+    let front_i = graph.instantiate(front);
+    for name in names(&graph, engine, true) {
+        if !transport_exports.contains(&name) {
+            return Err(
+                format!("the WASI transport does not export `{name}`, which the engine imports").into()
+            );
+        }
+        let export = graph.alias_instance_export(transport_i, &name)?;
+        graph.set_instantiation_argument(engine_i, &name, export)?;
+    }
+    for name in names(&graph, front, true) {
+        let source = if engine_exports.contains(&name) {
+            engine_i
+        } else if transport_exports.contains(&name) {
+            transport_i
+        } else {
+            continue; // a WASI import: the composition imports it
+        };
+        let export = graph.alias_instance_export(source, &name)?;
+        graph.set_instantiation_argument(front_i, &name, export)?;
+    }
+    let handler = names(&graph, front, false)
+        .into_iter()
+        .find(|n| n.starts_with("wasi:http/incoming-handler@"))
+        .ok_or("the HTTP front exports no wasi:http/incoming-handler")?;
+    let export = graph.alias_instance_export(front_i, &handler)?;
+    graph.export(export, &handler)?;
+    let bytes = graph.encode(EncodeOptions::default()).map_err(|e| format!("composing: {e:#}"))?;
+    Ok(bytes)
+}
+
+/// Runs the nested cargo build and returns the folder of the core modules.
+fn build_core_modules(
+    root: &Path,
+    out_dir: &Path,
+    cc: &OsString,
+    ar: &OsString,
+) -> Result<PathBuf, BoxError> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // One nested target dir per outer target dir, shared by every profile
     // (dev, test, clippy's check): `OUT_DIR` is `<target>/<profile>/build/<pkg>/out`.
@@ -134,8 +243,11 @@ fn build_core_module(root: &Path, out_dir: &Path, cc: &OsString, ar: &OsString) 
         .nth(4)
         .map_or_else(|| out_dir.join("component-target"), |t| t.join("davsync-component"));
     let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .args(["-p", "davsync-component", "--target", TARGET, "--release"])
+    cmd.arg("build");
+    for package in WASM_PACKAGES {
+        cmd.args(["-p", package]);
+    }
+    cmd.args(["--target", TARGET, "--release"])
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .arg("--target-dir")
@@ -156,16 +268,20 @@ fn build_core_module(root: &Path, out_dir: &Path, cc: &OsString, ar: &OsString) 
     if !out.status.success() {
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
         return Err(format!(
-            "nested `cargo build -p davsync-component --target {TARGET}` failed ({})",
+            "nested `cargo build -p {} --target {TARGET}` failed ({})",
+            WASM_PACKAGES.join(" -p "),
             out.status
         )
         .into());
     }
-    let module = target_dir.join(TARGET).join("release").join("davsync_component.wasm");
-    if !module.is_file() {
-        return Err(format!("the nested build succeeded but {} is missing", module.display()).into());
+    let dir = target_dir.join(TARGET).join("release");
+    for package in WASM_PACKAGES {
+        let module = dir.join(format!("{}.wasm", package.replace('-', "_")));
+        if !module.is_file() {
+            return Err(format!("the nested build succeeded but {} is missing", module.display()).into());
+        }
     }
-    Ok(module)
+    Ok(dir)
 }
 
 /// Makes cargo rerun this script when the component it wrote is gone (e.g.

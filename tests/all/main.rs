@@ -13,6 +13,8 @@ mod differential;
 // issue 9
 mod maintenance;
 mod servers;
+// issue 9: the deployable component under `wasmtime serve`
+mod serverless;
 mod servers_smoke;
 mod site;
 mod webdav;

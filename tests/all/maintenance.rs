@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::servers::{DavServer, ServerKind};
 use crate::site::Site;
 
-fn blob_rel(content: &[u8]) -> String {
+pub(crate) fn blob_rel(content: &[u8]) -> String {
     let h = ContentHash::of(content).to_string();
     format!("{}/{h}.pdf", &h[..2])
 }
@@ -31,7 +31,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 /// A remote with one live file (edited once, so its first content is
 /// unreferenced) and one deleted file, all committed at version 4.
-fn remote_with_garbage(dav: &DavServer, tmp: &std::path::Path) -> (Site, String) {
+pub(crate) fn remote_with_garbage(dav: &DavServer, tmp: &std::path::Path) -> (Site, String) {
     let a = Site::dav(tmp, "a", dav);
     a.ok(&["init"]);
     let p1 = a.add("p1.pdf", b"%PDF one");

@@ -11,10 +11,10 @@ use davsync_core::model::{self as core_model, ContentHash, InvalidValue};
 use davsync_core::ports as core_ports;
 
 use crate::bindings::davsync::sync::{
-    blobs as wit_blobs, local_store as wit_local, progress as wit_progress, remote as wit_remote,
-    types as wit_types,
+    local_store as wit_local, progress as wit_progress, types as wit_types,
 };
 use crate::bindings::exports::davsync::sync::engine as wit_engine;
+use crate::remote_ports::remote_error_to_wit;
 
 // ---------------------------------------------------------------------------
 // Shared types
@@ -66,10 +66,6 @@ fn conflict_kind_to_wit(k: core_model::ConflictKind) -> wit_types::ConflictKind 
         C::ModifiedLocallyDeletedRemotely => W::ModifiedLocallyDeletedRemotely,
         C::DeletedLocallyModifiedRemotely => W::DeletedLocallyModifiedRemotely,
     }
-}
-
-pub(crate) fn blob_ref_to_wit(b: &core_model::BlobRef) -> wit_types::BlobRef {
-    wit_types::BlobRef { hash: b.hash.to_string(), ext: b.ext.clone() }
 }
 
 fn file_meta_from_wit(m: wit_types::FileMeta) -> core_model::FileMeta {
@@ -215,91 +211,6 @@ pub(crate) fn local_commit_to_wit(c: &core_ports::LocalCommit) -> wit_local::Loc
             })
             .collect(),
         meta: c.meta.clone(),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// remote and blobs
-// ---------------------------------------------------------------------------
-
-pub(crate) fn remote_error_from_wit(e: wit_remote::RemoteError) -> core_ports::RemoteError {
-    use core_ports::RemoteError as C;
-    use wit_remote::RemoteError as W;
-    match e {
-        W::NotFound => C::NotFound,
-        W::AlreadyExists => C::AlreadyExists,
-        W::ParentMissing => C::ParentMissing,
-        W::PreconditionFailed => C::PreconditionFailed,
-        W::Locked => C::Locked,
-        W::Unauthorized => C::Unauthorized,
-        W::InsufficientStorage => C::InsufficientStorage,
-        W::TooLarge(bytes_max) => C::TooLarge { bytes_max },
-        W::Unavailable(s) => C::Unavailable(s),
-        W::Protocol((status, message)) => C::Protocol { status, message },
-    }
-}
-
-pub(crate) fn remote_error_to_wit(e: core_ports::RemoteError) -> wit_remote::RemoteError {
-    use core_ports::RemoteError as C;
-    use wit_remote::RemoteError as W;
-    match e {
-        C::NotFound => W::NotFound,
-        C::AlreadyExists => W::AlreadyExists,
-        C::ParentMissing => W::ParentMissing,
-        C::PreconditionFailed => W::PreconditionFailed,
-        C::Locked => W::Locked,
-        C::Unauthorized => W::Unauthorized,
-        C::InsufficientStorage => W::InsufficientStorage,
-        C::TooLarge { bytes_max } => W::TooLarge(bytes_max),
-        C::Unavailable(s) => W::Unavailable(s),
-        C::Protocol { status, message } => W::Protocol((status, message)),
-        // `RemoteError` is `#[non_exhaustive]`; today every variant is listed
-        // above. A future one travels as a status-0 protocol error.
-        other => W::Protocol((0, other.to_string())),
-    }
-}
-
-pub(crate) fn fetched_from_wit(f: wit_remote::Fetched) -> core_ports::Fetched {
-    core_ports::Fetched { bytes: f.bytes, etag: f.etag }
-}
-
-pub(crate) fn remote_stat_from_wit(s: wit_remote::RemoteStat) -> core_ports::RemoteStat {
-    core_ports::RemoteStat {
-        size: s.size,
-        etag: s.etag,
-        modified_ms: s.modified_ms,
-        is_collection: s.is_collection,
-    }
-}
-
-pub(crate) fn precondition_to_wit(p: &core_ports::Precondition) -> wit_remote::Precondition {
-    use core_ports::Precondition as C;
-    use wit_remote::Precondition as W;
-    match p {
-        C::None => W::None,
-        C::IfMatch(etag) => W::IfMatch(etag.clone()),
-        C::IfNoneMatchAny => W::IfNoneMatchAny,
-    }
-}
-
-pub(crate) fn blob_error_from_wit(e: wit_blobs::BlobError) -> core_ports::BlobError {
-    use core_ports::BlobError as C;
-    use wit_blobs::BlobError as W;
-    match e {
-        W::LocalMissing(hash) => C::LocalMissing(hash),
-        W::HashMismatch((expected, actual)) => {
-            match (ContentHash::parse(&expected), ContentHash::parse(&actual)) {
-                (Ok(expected), Ok(actual)) => C::HashMismatch { expected, actual },
-                // The host broke the contract (hashes are 64 lowercase hex
-                // digits); keep what it said rather than inventing a hash.
-                _ => C::LocalIo(format!(
-                    "download hash mismatch reported with malformed hashes: expected {expected:?}, got {actual:?}"
-                )),
-            }
-        }
-        W::TooLarge(bytes_max) => C::TooLarge { bytes_max },
-        W::Remote(r) => C::Remote(remote_error_from_wit(r)),
-        W::LocalIo(s) => C::LocalIo(s),
     }
 }
 

@@ -16,6 +16,7 @@
 mod convert;
 mod maintenance;
 mod ports;
+mod remote_ports;
 #[cfg(target_arch = "wasm32")]
 mod sqlite_hooks;
 
@@ -51,10 +52,10 @@ fn with_io<T>(
     f: impl FnOnce(&mut Io<'_>) -> Result<T, davsync_core::SyncError>,
 ) -> Result<T, wit::SyncError> {
     let mut local = ports::HostLocalStore;
-    let mut remote = ports::HostRemote;
-    let mut blobs = ports::HostBlobs;
-    let mut clock = ports::HostClock;
-    let mut random = ports::HostRandom;
+    let mut remote = remote_ports::HostRemote;
+    let mut blobs = remote_ports::HostBlobs;
+    let mut clock = remote_ports::HostClock;
+    let mut random = remote_ports::HostRandom;
     let mut progress = ports::HostProgress;
     let mut io = Io {
         local: &mut local,

@@ -7,8 +7,7 @@ use davsync_core::ports::{BlobError, BlobHasher, RemoteDigest};
 
 use crate::bindings::davsync::sync::blobs;
 use crate::bindings::exports::davsync::sync::maintenance as wit;
-use crate::convert;
-use crate::ports::{HostBlobs, HostClock, HostRandom, HostRemote};
+use crate::remote_ports::{self as convert, HostBlobs, HostClock, HostRandom, HostRemote};
 
 impl BlobHasher for HostBlobs {
     fn remote_hash(&mut self, path: &str, bytes_max: u64) -> Result<RemoteDigest, BlobError> {
@@ -126,5 +125,18 @@ impl wit::Guest for crate::Component {
     fn gc(options: wit::MaintenanceOptions) -> Result<wit::GcReport, wit::MaintenanceError> {
         let opts = options_from_wit(options);
         with_io(|io| cm::gc(io, &opts)).map(gc_to_wit)
+    }
+
+    fn default_options() -> wit::MaintenanceOptions {
+        let o = cm::MaintenanceOptions::default();
+        wit::MaintenanceOptions {
+            lease_ttl_ms: o.lease_ttl_ms,
+            lock_wait_ms: o.lock_wait_ms,
+            remote_retries_max: o.remote_retries_max,
+            metadata_bytes_max: o.metadata_bytes_max,
+            blob_bytes_max: o.blob_bytes_max,
+            gc_grace_ms: o.gc_grace_ms,
+            host_name: o.host_name,
+        }
     }
 }

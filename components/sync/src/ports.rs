@@ -1,14 +1,11 @@
-//! The core's ports, implemented by calling this component's WIT imports.
-//! Each struct is zero-sized: all state lives in the host.
+//! The core's engine-only ports (`local-store`, `progress`), implemented by
+//! calling this component's WIT imports; the others are in
+//! `remote_ports`. Each struct is zero-sized: all state lives in the host.
 
-use davsync_core::model::{BlobRef, ContentHash, LocalRow, RowBase};
-use davsync_core::ports::{
-    ApplyOutcome, BlobError, BlobTransfer, Clock, DownloadJob, Fetched, LocalCommit, LocalError, LocalStore,
-    Precondition, Progress, ProgressEvent, Random, RemoteEntry, RemoteError, RemoteStat, RemoteTransport,
-    UploadJob,
-};
+use davsync_core::model::{ContentHash, LocalRow, RowBase};
+use davsync_core::ports::{ApplyOutcome, LocalCommit, LocalError, LocalStore, Progress, ProgressEvent};
 
-use crate::bindings::davsync::sync::{blobs, clock, local_store, progress, random, remote};
+use crate::bindings::davsync::sync::{local_store, progress};
 use crate::convert;
 
 /// [`LocalStore`] over the `local-store` import.
@@ -44,121 +41,6 @@ impl LocalStore for HostLocalStore {
         let skipped = local_store::apply(&convert::local_commit_to_wit(commit))
             .map_err(convert::local_error_from_wit)?;
         Ok(ApplyOutcome { skipped })
-    }
-}
-
-/// [`RemoteTransport`] over the `remote` import.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct HostRemote;
-
-impl RemoteTransport for HostRemote {
-    fn get(&mut self, path: &str, bytes_max: u64) -> Result<Fetched, RemoteError> {
-        remote::get(path, bytes_max).map(convert::fetched_from_wit).map_err(convert::remote_error_from_wit)
-    }
-
-    fn put(
-        &mut self,
-        path: &str,
-        bytes: &[u8],
-        condition: &Precondition,
-    ) -> Result<Option<String>, RemoteError> {
-        remote::put(path, bytes, &convert::precondition_to_wit(condition))
-            .map_err(convert::remote_error_from_wit)
-    }
-
-    fn delete(&mut self, path: &str) -> Result<(), RemoteError> {
-        remote::delete(path).map_err(convert::remote_error_from_wit)
-    }
-
-    fn mkcol(&mut self, path: &str) -> Result<(), RemoteError> {
-        remote::mkcol(path).map_err(convert::remote_error_from_wit)
-    }
-
-    fn move_to(&mut self, from: &str, to: &str, overwrite: bool) -> Result<(), RemoteError> {
-        remote::move_to(from, to, overwrite).map_err(convert::remote_error_from_wit)
-    }
-
-    fn stat(&mut self, path: &str) -> Result<Option<RemoteStat>, RemoteError> {
-        remote::stat(path)
-            .map(|s| s.map(convert::remote_stat_from_wit))
-            .map_err(convert::remote_error_from_wit)
-    }
-
-    fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError> {
-        let entries = remote::list(path).map_err(convert::remote_error_from_wit)?;
-        Ok(entries.map(|list| {
-            list.into_iter()
-                .map(|e| RemoteEntry { name: e.name, stat: convert::remote_stat_from_wit(e.stat) })
-                .collect()
-        }))
-    }
-
-    fn server_time_ms(&mut self) -> Option<i64> {
-        remote::server_time_ms()
-    }
-}
-
-/// [`BlobTransfer`] over the `blobs` import.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct HostBlobs;
-
-impl BlobTransfer for HostBlobs {
-    fn local_has(&mut self, blob: &BlobRef) -> Result<bool, BlobError> {
-        blobs::local_has(&convert::blob_ref_to_wit(blob)).map_err(convert::blob_error_from_wit)
-    }
-
-    fn upload(&mut self, jobs: &[UploadJob]) -> Vec<Result<(), BlobError>> {
-        let jobs: Vec<blobs::UploadJob> = jobs
-            .iter()
-            .map(|j| blobs::UploadJob {
-                blob: convert::blob_ref_to_wit(&j.blob),
-                temp_path: j.temp_path.clone(),
-                final_path: j.final_path.clone(),
-            })
-            .collect();
-        blobs::upload(&jobs).into_iter().map(|r| r.map_err(convert::blob_error_from_wit)).collect()
-    }
-
-    fn download(&mut self, jobs: &[DownloadJob], bytes_max: u64) -> Vec<Result<(), BlobError>> {
-        let jobs: Vec<blobs::DownloadJob> = jobs
-            .iter()
-            .map(|j| blobs::DownloadJob {
-                remote_path: j.remote_path.clone(),
-                blob: convert::blob_ref_to_wit(&j.blob),
-            })
-            .collect();
-        blobs::download(&jobs, bytes_max)
-            .into_iter()
-            .map(|r| r.map_err(convert::blob_error_from_wit))
-            .collect()
-    }
-
-    fn remove_local(&mut self, blob: &BlobRef) -> Result<(), BlobError> {
-        blobs::remove_local(&convert::blob_ref_to_wit(blob)).map_err(convert::blob_error_from_wit)
-    }
-}
-
-/// [`Clock`] over the `clock` import.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct HostClock;
-
-impl Clock for HostClock {
-    fn now_ms(&mut self) -> i64 {
-        clock::now_ms()
-    }
-
-    fn sleep_ms(&mut self, ms: u64) {
-        clock::sleep_ms(ms);
-    }
-}
-
-/// [`Random`] over the `random` import.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct HostRandom;
-
-impl Random for HostRandom {
-    fn next_u64(&mut self) -> u64 {
-        random::next_u64()
     }
 }
 

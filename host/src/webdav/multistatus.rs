@@ -1,12 +1,16 @@
 //! The `207 Multi-Status` body of a PROPFIND answer, parsed without
 //! trusting it: no DTD, no entity expansion, bounded nesting, only `200`
-//! propstats. Self-contained (quick-xml, percent-encoding, httpdate and the
-//! core's `RemoteStat`) so the fuzz target in `tests/fuzz/` compiles this
-//! very file without the rest of the host.
+//! propstats. Self-contained (quick-xml, percent-encoding, httpdate, and a
+//! `RemoteStat` with the core's fields that the including module provides)
+//! so the fuzz target in `tests/fuzz/` and the WASI transport
+//! (`components/wasi-transport`) compile this very file without the rest of
+//! the host.
 
 use std::time::UNIX_EPOCH;
 
-use davsync_core::ports::RemoteStat;
+// The parent module names the stat type: the core's `RemoteStat` in the host
+// and the fuzz target, a twin with the same fields in the WASI transport.
+use super::RemoteStat;
 use percent_encoding::percent_decode_str;
 
 /// One `<response>` of a multistatus answer.

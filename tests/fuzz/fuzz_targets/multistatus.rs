@@ -2,6 +2,7 @@
 //! error or entries, never a panic, a hang or unbounded memory.
 #![no_main]
 
+use davsync_core::ports::RemoteStat;
 use libfuzzer_sys::fuzz_target;
 
 // The parser is compiled from the host's own source file: the host crate
