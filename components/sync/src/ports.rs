@@ -5,7 +5,7 @@ use davsync_core::model::{BlobRef, ContentHash, LocalRow, RowBase};
 use davsync_core::ports::{
     ApplyOutcome, BlobError, BlobTransfer, Clock, DownloadJob, Fetched, LocalCommit, LocalError, LocalStore,
     Precondition, Progress, ProgressEvent, Random, RemoteEntry, RemoteError, RemoteStat, RemoteTransport,
-    UploadJob,
+    RowWrite, UploadJob,
 };
 
 use crate::bindings::davsync::sync::{blobs, clock, local_store, progress, random, remote};
@@ -43,6 +43,19 @@ impl LocalStore for HostLocalStore {
     fn apply(&mut self, commit: &LocalCommit) -> Result<ApplyOutcome, LocalError> {
         let skipped = local_store::apply(&convert::local_commit_to_wit(commit))
             .map_err(convert::local_error_from_wit)?;
+        Ok(ApplyOutcome { skipped })
+    }
+
+    fn commit_begin(&mut self) -> Result<(), LocalError> {
+        local_store::commit_begin().map_err(convert::local_error_from_wit)
+    }
+
+    fn commit_writes(&mut self, writes: &[RowWrite]) -> Result<(), LocalError> {
+        local_store::commit_writes(&convert::row_writes_to_wit(writes)).map_err(convert::local_error_from_wit)
+    }
+
+    fn commit_finish(&mut self, meta: &[(String, String)]) -> Result<ApplyOutcome, LocalError> {
+        let skipped = local_store::commit_finish(meta).map_err(convert::local_error_from_wit)?;
         Ok(ApplyOutcome { skipped })
     }
 }
