@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS files (
     doc_collections TEXT, doc_metadata TEXT, file_metadata TEXT
 );
 CREATE TABLE IF NOT EXISTS sync_metadata (key TEXT PRIMARY KEY, value TEXT, updated_at TIMESTAMP);
-CREATE TABLE IF NOT EXISTS davsync_file_state (stable_id TEXT PRIMARY KEY, hlc TEXT, conflict TEXT);
+CREATE TABLE IF NOT EXISTS davsync_file_state (stable_id TEXT PRIMARY KEY, hlc TEXT, conflict TEXT, sync_meta TEXT);
 ";
 
 /// Created after the `files` table has been checked.
@@ -90,11 +90,11 @@ const FILES_COLUMNS: [&str; 22] = [
 const ROW_SELECT: &str = "SELECT f.stable_id, f.id, f.filename, f.doc_id, f.doc_id_type, f.file_type,
     f.mime_type, f.file_size, f.label, f.variant, f.version, f.is_gold_standard, f.deleted,
     f.local_modified_at, f.remote_version, f.sync_status, f.sync_hash, f.doc_collections,
-    f.doc_metadata, f.file_metadata, s.hlc, s.conflict
+    f.doc_metadata, f.file_metadata, s.hlc, s.conflict, s.sync_meta
     FROM files f LEFT JOIN davsync_file_state s ON s.stable_id = f.stable_id";
 
 /// Names of [`ROW_SELECT`]'s columns, for error messages.
-const ROW_COLUMNS: [&str; 22] = [
+const ROW_COLUMNS: [&str; 23] = [
     "stable_id",
     "id",
     "filename",
@@ -117,6 +117,7 @@ const ROW_COLUMNS: [&str; 22] = [
     "file_metadata",
     "hlc",
     "conflict",
+    "sync_meta",
 ];
 
 /// A row is live unless `deleted` says otherwise (NULL reads as live).
@@ -140,8 +141,9 @@ const UPDATE_ROW: &str = "UPDATE files SET id = ?2, filename = ?3, doc_id = ?4, 
     WHERE stable_id = ?1";
 
 const UPSERT_FILE_STATE: &str =
-    "INSERT INTO davsync_file_state (stable_id, hlc, conflict) VALUES (?1, ?2, ?3)
-    ON CONFLICT(stable_id) DO UPDATE SET hlc = excluded.hlc, conflict = excluded.conflict";
+    "INSERT INTO davsync_file_state (stable_id, hlc, conflict, sync_meta) VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT(stable_id) DO UPDATE SET hlc = excluded.hlc, conflict = excluded.conflict,
+        sync_meta = excluded.sync_meta";
 
 /// The app's database, opened by davsync beside the app.
 ///
@@ -261,6 +263,7 @@ impl SqliteStore {
             sync_status: SyncStatus::Modified,
             remote_version: None,
             sync_hash: None,
+            sync_meta: None,
             local_modified_at_ms: now_ms(),
             hlc: None,
             conflict: None,
@@ -612,6 +615,12 @@ fn decode_row(r: &rusqlite::Row<'_>) -> Result<LocalRow, LocalError> {
         None => None,
         Some(h) => Some(Hlc::parse(&h).map_err(|e| c.invalid("davsync_file_state.hlc", &e.to_string()))?),
     };
+    let sync_meta = match text(22)?.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(h) => Some(
+            ContentHash::parse(&h).map_err(|e| c.invalid("davsync_file_state.sync_meta", &e.to_string()))?,
+        ),
+    };
     // A conflict record only counts while the row is in conflict: the app
     // (which does not know the side table) clears a conflict by editing the
     // row, which changes its status.
@@ -643,6 +652,7 @@ fn decode_row(r: &rusqlite::Row<'_>) -> Result<LocalRow, LocalError> {
         sync_status,
         remote_version: int(14)?,
         sync_hash,
+        sync_meta,
         local_modified_at_ms: timestamp_ms(v[13]),
         hlc,
         conflict,
@@ -806,7 +816,9 @@ fn put_file_state(conn: &Connection, row: &LocalRow) -> Result<(), LocalError> {
         }
     };
     conn.prepare_cached(UPSERT_FILE_STATE)
-        .and_then(|mut s| s.execute(params![row.stable_id, hlc, conflict]))
+        .and_then(|mut s| {
+            s.execute(params![row.stable_id, hlc, conflict, row.sync_meta.as_ref().map(ContentHash::as_str)])
+        })
         .map_err(db_err)?;
     Ok(())
 }
@@ -860,8 +872,27 @@ fn create_schema(conn: &mut Connection) -> anyhow::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA).context("creating the tables")?;
     check_files_table(&tx)?;
+    upgrade_file_state(&tx)?;
     tx.execute_batch(INDEXES).context("creating the indexes")?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Adds the side-table columns later davsync versions use to a side table an
+/// earlier version made (`sync_meta`: rows synced before it was recorded read
+/// it as unknown).
+fn upgrade_file_state(conn: &Connection) -> anyhow::Result<()> {
+    let has: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('davsync_file_state') WHERE name = 'sync_meta'",
+            [],
+            |r| r.get(0),
+        )
+        .context("reading the side table's columns")?;
+    if !has {
+        conn.execute_batch("ALTER TABLE davsync_file_state ADD COLUMN sync_meta TEXT")
+            .context("adding davsync_file_state.sync_meta")?;
+    }
     Ok(())
 }
 
@@ -1083,6 +1114,7 @@ mod tests {
             sync_status: SyncStatus::Synced,
             remote_version: Some(1),
             sync_hash: Some(hash(content)),
+            sync_meta: None,
             local_modified_at_ms: 1_700_000_000_123,
             hlc: None,
             conflict: None,
@@ -1395,7 +1427,7 @@ mod tests {
     }
 
     #[test]
-    fn side_table_round_trips_hlc_and_conflict() {
+    fn side_table_round_trips_hlc_conflict_and_metadata_base() {
         let mut f = fixture();
         let conflict = ConflictRecord {
             kind: ConflictKind::BothModified,
@@ -1409,6 +1441,7 @@ mod tests {
         let r = LocalRow {
             sync_status: SyncStatus::Conflict,
             hlc: Some(Hlc { physical_ms: 1_700_000_000_000, counter: 2, instance: "i1".into() }),
+            sync_meta: Some(meta().digest()),
             conflict: Some(conflict),
             ..row("a", "a")
         };
@@ -1419,7 +1452,24 @@ mod tests {
         let app = Connection::open(&f.db).unwrap();
         app.execute("UPDATE files SET sync_status = 'modified' WHERE stable_id = 'a'", []).unwrap();
         let now = get(&mut f.store, "a").unwrap();
-        assert_eq!((now.conflict, now.hlc), (None, r.hlc));
+        assert_eq!((now.conflict, now.hlc, now.sync_meta), (None, r.hlc, r.sync_meta));
+    }
+
+    #[test]
+    fn a_side_table_from_an_earlier_version_gains_the_metadata_base_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        {
+            let old = Connection::open(&db).unwrap();
+            old.execute_batch(&SCHEMA.replace(", sync_meta TEXT", "")).unwrap();
+            old.execute("INSERT INTO davsync_file_state (stable_id, hlc) VALUES ('a', NULL)", []).unwrap();
+        }
+        let mut store = SqliteStore::open(&db, dir.path()).unwrap();
+        insert(&mut store, &LocalRow { sync_meta: Some(meta().digest()), ..row("b", "b") });
+        assert_eq!(get(&mut store, "b").unwrap().sync_meta, Some(meta().digest()));
+        // Opening again finds the column and leaves it be.
+        drop(store);
+        SqliteStore::open(&db, dir.path()).unwrap();
     }
 
     #[test]

@@ -64,6 +64,14 @@ struct ScenarioArgs {
     /// A maintenance job runs remote gc among the syncs (issue 9).
     #[arg(long)]
     gc: bool,
+    /// Edits spread evenly over all files (the workload before hot files
+    /// were added; replays seeds recorded then).
+    #[arg(long)]
+    no_hot_files: bool,
+    /// One remote operation per scheduler step (the workload before bursts
+    /// were added; replays seeds recorded then).
+    #[arg(long)]
+    no_bursts: bool,
 }
 
 impl ScenarioArgs {
@@ -75,6 +83,8 @@ impl ScenarioArgs {
             backward_jumps: !self.forward_jumps_only,
             freezes: !self.no_freezes,
             gc: self.gc,
+            hot_files: !self.no_hot_files,
+            bursts: !self.no_bursts,
         }
     }
 
@@ -88,6 +98,8 @@ impl ScenarioArgs {
             if self.forward_jumps_only { " --forward-jumps-only" } else { "" },
             if self.no_freezes { " --no-freezes" } else { "" }
         ) + if self.gc { " --gc" } else { "" }
+            + if self.no_hot_files { " --no-hot-files" } else { "" }
+            + if self.no_bursts { " --no-bursts" } else { "" }
     }
 }
 

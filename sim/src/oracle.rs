@@ -16,7 +16,9 @@
 use std::collections::HashMap;
 
 use davsync_core::hlc::Hlc;
-use davsync_core::model::{ContentHash, FileMeta, LocalRow, SyncStatus};
+#[cfg(test)]
+use davsync_core::model::SyncStatus;
+use davsync_core::model::{ContentHash, FileMeta, LocalRow, RemoteRow};
 
 /// A write's number (also its metadata token).
 pub type WriteId = u32;
@@ -126,8 +128,8 @@ pub struct Oracle {
     by_token: HashMap<(String, WriteId), WriteId>,
     knows: Vec<Known>,
     conflict_step: HashMap<(usize, String), u64>,
-    /// The first (lowest) stamp a synced row carrying each metadata write
-    /// was seen with: the stamp the write was published under.
+    /// The first (lowest) stamp a remote row carrying each metadata write
+    /// had: the stamp the write was published under.
     stamps: HashMap<WriteId, Hlc>,
 }
 
@@ -203,16 +205,24 @@ impl Oracle {
                 return Err(format!("n{i}: row {s} holds metadata w{t} that no write of it produced"));
             };
             self.learn(i, m);
-            // A synced row's stamp is that of its published state; a pending
-            // row still carries the stamp of the state it was edited from.
-            if let (Some(h), SyncStatus::Synced | SyncStatus::DeletionSynced) = (&row.hlc, row.sync_status) {
-                let first = self.stamps.entry(m).or_insert_with(|| h.clone());
-                if h < first {
-                    *first = h.clone();
-                }
-            }
         }
         Ok(())
+    }
+
+    /// The remote holds `rows` (read at a `version.txt` write, and at the
+    /// end): each metadata write they carry was published under its row's
+    /// stamp, or earlier. (Not the stamps of synced local rows: a
+    /// `remote_wins` resolution leaves a row synced with its old stamp and
+    /// its own, unpublished metadata.)
+    pub fn published<'a>(&mut self, rows: impl Iterator<Item = &'a RemoteRow>) {
+        for row in rows {
+            let Some(t) = token_of(&row.meta) else { continue };
+            let Some(&m) = self.by_token.get(&(row.stable_id.clone(), t)) else { continue };
+            let first = self.stamps.entry(m).or_insert_with(|| row.hlc.clone());
+            if row.hlc < *first {
+                *first = row.hlc.clone();
+            }
+        }
     }
 
     /// A sync of instance `i` left `stable_id` in conflict at `step`.
@@ -234,6 +244,18 @@ impl Oracle {
             k.insert(w);
             k
         });
+        // The local side's history: the writes its content and metadata come
+        // from, and what they knew. (Not all the instance knows now: the sync
+        // that recorded the conflict taught it about others' later writes,
+        // and through them, transitively, about the very remote side the
+        // user overrules.)
+        let mut local_history = Known::default();
+        let content_write = self.by_content.get(&(s.clone(), local.id.clone()));
+        let meta_write = token_of(&local.meta).and_then(|t| self.by_token.get(&(s.clone(), t)));
+        for &w in content_write.into_iter().chain(meta_write) {
+            local_history.insert(w);
+            local_history.union(&self.writes[w as usize].knew);
+        }
         for w in self.writes.iter_mut().filter(|w| &w.stable_id == s) {
             let drop = match choice {
                 // The local side: what this instance knew of the file beyond
@@ -241,9 +263,9 @@ impl Oracle {
                 Choice::Remote => {
                     self.knows[i].has(w.id) && remote_history.as_ref().is_none_or(|h| !h.has(w.id))
                 }
-                // The remote side: what others wrote without this instance
-                // knowing, before the conflict was seen.
-                Choice::Local => w.by != i && !self.knows[i].has(w.id) && w.step <= recorded,
+                // The remote side: what others wrote, unknown to the local
+                // side's writes, before the conflict was seen.
+                Choice::Local => w.by != i && !local_history.has(w.id) && w.step <= recorded,
             };
             w.discarded |= drop;
         }
@@ -257,6 +279,7 @@ impl Oracle {
             self.check_names(f.0, f.1)?;
         }
         self.check_stamps()?;
+        self.check_lww_reference(finals)?;
         for w in self.writes.iter().filter(|w| !w.discarded) {
             let Some(f) = finals.get(&w.stable_id) else {
                 // No remote knows the file (e.g. made and deleted before the
@@ -312,6 +335,36 @@ impl Oracle {
                         "HLC order: w{} ({:?} by n{}) on {} was published under {s2}, not after w{} ({s1}), \
                          which its writer had seen",
                         w2.id, w2.kind, w2.by, w2.stable_id, w1.id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Last-write-wins by the reference order: a file's final metadata is
+    /// not a write that a concurrent one (neither writer had seen the other)
+    /// follows in HLC order, both as first published. (The causal check above
+    /// allows any order among concurrent writes; this one pins it.) Writes
+    /// never published under their own stamp lost before reaching the
+    /// remote and are not compared.
+    fn check_lww_reference(&self, finals: &HashMap<String, Final>) -> Result<(), String> {
+        for (s, f) in finals {
+            let Some(wf) = f.token.and_then(|t| self.by_token.get(&(s.clone(), t))).copied() else {
+                continue;
+            };
+            let Some(sf) = self.stamps.get(&wf) else { continue };
+            let won = &self.writes[wf as usize];
+            for w in self.writes.iter().filter(|w| &w.stable_id == s && w.token.is_some() && !w.discarded) {
+                let concurrent = w.id != wf && !won.knew.has(w.id) && !w.knew.has(wf);
+                if let Some(sw) = self.stamps.get(&w.id)
+                    && concurrent
+                    && sw > sf
+                {
+                    return Err(format!(
+                        "LWW order: {s} ended with w{wf} ({:?} by n{}, published as {sf}) over the concurrent \
+                         w{} ({:?} by n{}, published later as {sw})",
+                        won.kind, won.by, w.id, w.kind, w.by
                     ));
                 }
             }
@@ -435,6 +488,7 @@ mod tests {
             sync_status: davsync_core::model::SyncStatus::Conflict,
             remote_version: None,
             sync_hash: None,
+            sync_meta: None,
             local_modified_at_ms: 0,
             hlc: None,
             conflict: None,
@@ -452,25 +506,57 @@ mod tests {
             sync_status: SyncStatus::Synced,
             remote_version: Some(1),
             sync_hash: Some(hash(content)),
+            sync_meta: None,
             local_modified_at_ms: 0,
             hlc: Some(Hlc { physical_ms: stamp_ms, counter: 0, instance: "i".into() }),
             conflict: None,
         }
     }
 
+    /// Instance `i` syncs the remote row carrying `token` under `stamp_ms`.
+    fn sync_in(o: &mut Oracle, i: usize, content: &str, token: WriteId, stamp_ms: i64) {
+        let row = synced_row(content, token, stamp_ms);
+        let remote = RemoteRow {
+            stable_id: row.stable_id.clone(),
+            id: row.id.clone(),
+            meta: row.meta.clone(),
+            deleted: false,
+            remote_version: 1,
+            updated_at: String::new(),
+            hlc: row.hlc.clone().unwrap(),
+        };
+        o.published([remote].iter());
+        o.observe(i, [row].iter()).unwrap();
+    }
+
     #[test]
     fn a_write_published_under_an_older_stamp_than_one_its_writer_saw_is_refused() {
         let mut o = Oracle::new(2);
         let add = o.record(0, "f", WriteKind::Add, Some(hash("a")), Some(0), 0);
-        o.observe(1, [synced_row("a", add, 10)].iter()).unwrap();
+        sync_in(&mut o, 1, "a", add, 10);
         let later = o.record(1, "f", WriteKind::Meta, None, Some(1), 1);
-        o.observe(1, [synced_row("a", later, 11)].iter()).unwrap();
+        sync_in(&mut o, 1, "a", later, 11);
         assert!(o.check_final(&fin("a", later, false)).is_ok());
         // The same write seen later under an even older stamp: its first
         // publication was stamped before what its writer had seen.
-        o.observe(0, [synced_row("a", later, 9)].iter()).unwrap();
+        sync_in(&mut o, 0, "a", later, 9);
         let err = o.check_final(&fin("a", later, false)).unwrap_err();
         assert!(err.contains("HLC order"), "{err}");
+    }
+
+    #[test]
+    fn the_later_published_of_two_concurrent_metadata_writes_wins() {
+        let mut o = Oracle::new(3);
+        let add = o.record(0, "f", WriteKind::Add, Some(hash("a")), Some(0), 0);
+        sync_in(&mut o, 1, "a", add, 5);
+        sync_in(&mut o, 2, "a", add, 5);
+        let early = o.record(1, "f", WriteKind::Meta, None, Some(1), 1);
+        let late = o.record(2, "f", WriteKind::Meta, None, Some(2), 1);
+        sync_in(&mut o, 1, "a", early, 10);
+        sync_in(&mut o, 2, "a", late, 20);
+        assert!(o.check_final(&fin("a", late, false)).is_ok());
+        let err = o.check_final(&fin("a", early, false)).unwrap_err();
+        assert!(err.contains("LWW order") && err.contains("published later"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use davsync_core::local_state::META_VERSION;
+use davsync_core::lease::LeaseRecord;
+use davsync_core::local_state::{META_INSTANCE, META_VERSION};
 use davsync_core::mem::{
     Fault, LocalFiles, MemBlobs, MemRemote, MemRemoteClient, MemServerSnapshot, MemStore, ServerProfile,
     WorldClock,
@@ -96,6 +97,17 @@ pub struct Config {
     /// A maintenance job runs remote gc among the syncs (issue 9). Off by
     /// default so that existing seeds keep their scenarios.
     pub gc: bool,
+    /// Half of the edits and deletions go to one of the two oldest live
+    /// files, so that instances often change the same file between syncs
+    /// (on by default; off replays seeds recorded before).
+    pub hot_files: bool,
+    /// "Let a running call go on" serves a burst of one to four remote
+    /// operations of that call, so that syncs complete while the app still
+    /// edits (with one, hardly any sync finished before quiescence). A burst
+    /// stops before a `metadata.db` write and while a body is being written,
+    /// so freezes and 423s still meet those moments (on by default; off
+    /// replays seeds recorded before).
+    pub bursts: bool,
 }
 
 impl Default for Config {
@@ -107,6 +119,8 @@ impl Default for Config {
             backward_jumps: true,
             freezes: true,
             gc: false,
+            hot_files: true,
+            bursts: true,
         }
     }
 }
@@ -217,6 +231,8 @@ struct Sim<'e> {
     healing: bool,
     backward_jumps: bool,
     freezes: bool,
+    hot_files: bool,
+    bursts: bool,
     /// Per node: frozen (not scheduled) until this step.
     frozen_until: Vec<u64>,
     /// Every `metadata.db` published (`version.txt` written to its version)
@@ -292,6 +308,8 @@ impl<'e> Sim<'e> {
             healing: false,
             backward_jumps: cfg.backward_jumps,
             freezes: cfg.freezes,
+            hot_files: cfg.hot_files,
+            bursts: cfg.bursts,
             frozen_until: vec![0; cfg.instances],
             published: BTreeMap::new(),
             settled: false,
@@ -367,7 +385,7 @@ impl<'e> Sim<'e> {
         match self.choices.weighted(&weights) {
             0 => {
                 let i = waiting[self.choices.pick(waiting.len() as u32) as usize];
-                self.serve(i)
+                self.serve_burst(i)
             }
             1 => {
                 let i = idle[self.choices.pick(idle.len() as u32) as usize];
@@ -454,6 +472,7 @@ impl<'e> Sim<'e> {
 
     /// One run of the maintenance job (issue 9).
     fn run_gc(&mut self, grace_ms: u64) -> Check {
+        let before = self.read_version_txt();
         let Some(maintainer) = self.maintainer.as_mut() else { return Ok(()) };
         let result = maintainer.gc(grace_ms);
         // gc's own waits advanced the world: instance clocks follow.
@@ -461,12 +480,14 @@ impl<'e> Sim<'e> {
         let line = crate::maintainer::describe(&result)?;
         self.log(line);
         let now = self.read_version_txt();
-        if let (Some(old), Some(new)) = (self.version_txt, now)
+        if let (Some(old), Some(new)) = (before, now)
             && new < old
         {
             return Err(format!("gc moved version.txt back from {old} to {new}"));
         }
-        self.version_txt = now;
+        // The high-water mark stays (a stale holder may have set the counter
+        // back just before: see `note_op`).
+        self.version_txt = self.version_txt.max(now);
         Ok(())
     }
 
@@ -555,13 +576,16 @@ impl<'e> Sim<'e> {
         Ok(())
     }
 
-    /// A live row of instance `i`, chosen by the scenario.
+    /// A live row of instance `i`, chosen by the scenario: with hot files,
+    /// half of the time one of the two first (by stable id, the same on every
+    /// instance once synced), else any.
     fn pick_live(&mut self, i: usize) -> Option<String> {
         let ids: Vec<String> = lock(&self.nodes[i].store).live_rows().map(|r| r.stable_id.clone()).collect();
         if ids.is_empty() {
             return None;
         }
-        Some(ids[self.choices.pick(ids.len() as u32) as usize].clone())
+        let among = if self.hot_files && self.choices.chance(1, 2) { ids.len().min(2) } else { ids.len() };
+        Some(ids[self.choices.pick(among as u32) as usize].clone())
     }
 
     fn app_edit_content(&mut self, i: usize) -> Check {
@@ -717,6 +741,24 @@ impl<'e> Sim<'e> {
     }
 
     /// Lets instance `i`'s pending operation happen, maybe with a fault.
+    /// Serves the pending operation of instance `i`, and with bursts up to
+    /// three more of the same call (see [`Config::bursts`]).
+    fn serve_burst(&mut self, i: usize) -> Check {
+        let ops = if self.bursts { 1 + self.choices.pick(4) } else { 1 };
+        for k in 0..ops {
+            if k > 0 {
+                let Some(busy) = self.nodes[i].busy.as_ref() else { break };
+                let before_commit =
+                    matches!(&busy.pending, Some(Op::Put { path, .. }) if path == "metadata.db");
+                if busy.pending.is_none() || busy.writing.is_some() || before_commit {
+                    break;
+                }
+            }
+            self.serve(i)?;
+        }
+        Ok(())
+    }
+
     fn serve(&mut self, i: usize) -> Check {
         let busy = self.nodes[i].busy.as_mut().expect("serve a busy node");
         let op = busy.pending.take().expect("serve a pending op");
@@ -814,7 +856,22 @@ impl<'e> Sim<'e> {
             && new <= old
             && !own_retry
         {
-            return Err(format!("version.txt went from {old} to {new} (written by n{i})"));
+            // SPEC §3, "When the server honours nothing": a holder that stalls
+            // between its last lease check and this write, while another
+            // instance takes the lease over and commits, cannot be fenced on a
+            // server that ignores conditional requests. The counter is set
+            // back; the next sync finds it behind `metadata.db` and commits
+            // past it. Allowed only there, and only for a taken-over holder;
+            // the high-water mark stays, and the end state must be past it.
+            let ignores = self.remote.server().profile() == ServerProfile::IgnoresConditionals;
+            if !ignores || self.holds_lease(i) {
+                return Err(format!("version.txt went from {old} to {new} (written by n{i})"));
+            }
+            self.log(format!(
+                "n{i}, whose lease was taken over, set version.txt back from {old} to {new} \
+                 (unfenceable here); a later commit must go past {old}"
+            ));
+            return Ok(());
         }
         if matches!(answer, Answer::Put(Ok(_))) {
             busy.version_put = ours;
@@ -845,6 +902,7 @@ impl<'e> Sim<'e> {
         let ids: Vec<String> = db.row_versions().map_err(|e| e.to_string())?.into_keys().collect();
         let mut rows = db.rows(&ids).map_err(|e| e.to_string())?;
         rows.sort_by(|a, b| a.stable_id.cmp(&b.stable_id));
+        self.oracle.published(rows.iter());
         let state: Vec<_> = rows.into_iter().map(|r| RemoteRow { updated_at: String::new(), ..r }).collect();
         let digest = ContentHash::of(format!("{state:?}").as_bytes());
         let key = (db.epoch().to_owned(), db.version());
@@ -861,6 +919,13 @@ impl<'e> Sim<'e> {
                 Ok(())
             }
         }
+    }
+
+    /// Does the remote lease name instance `i` as its holder?
+    fn holds_lease(&self, i: usize) -> bool {
+        let holder = self.remote.read("version.txt.lock/lease.json").and_then(|b| LeaseRecord::parse(&b));
+        let me = lock(&self.nodes[i].store).meta.get(META_INSTANCE).cloned();
+        holder.is_some_and(|h| Some(h.owner) == me)
     }
 
     fn read_version_txt(&self) -> Option<i64> {
@@ -944,13 +1009,16 @@ impl<'e> Sim<'e> {
             return fail(format!("new_version {} but it wrote version.txt {v}", s.new_version));
         }
         // Rows the app touched during the call may or may not have been
-        // read before the touch: they give the counts their slack.
+        // read before the touch, and a touch after the local commit may have
+        // undone what the sync did (an edit clears a conflict): they give the
+        // counts their slack.
         let became = |pred: &dyn Fn(&LocalRow) -> bool, was: &dyn Fn(Option<&LocalRow>) -> bool| {
-            let rows = after.values().filter(|r| pred(r) && was(busy.before.get(&r.stable_id)));
-            let (mut sure, mut maybe) = (0, 0);
-            for r in rows {
-                if busy.touched.contains(&r.stable_id) { maybe += 1 } else { sure += 1 }
-            }
+            let sure = after
+                .values()
+                .filter(|r| pred(r) && was(busy.before.get(&r.stable_id)))
+                .filter(|r| !busy.touched.contains(&r.stable_id))
+                .count();
+            let maybe = busy.touched.iter().filter(|id| was(busy.before.get(*id))).count();
             (sure, sure + maybe)
         };
         let (lo, hi) = became(&|r| r.deleted, &|b| b.is_some_and(|b| !b.deleted));
@@ -1210,6 +1278,11 @@ impl<'e> Sim<'e> {
         self.check_one_db_per_version("at the end", false)?;
         let remote_rows = self.remote_rows()?;
         let db_version = self.remote_db()?.map_or(0, |db| db.version());
+        if let (Some(high), now) = (self.version_txt, self.read_version_txt())
+            && now.is_none_or(|v| v < high)
+        {
+            return Err(format!("version.txt ended at {now:?}, behind version {high} published before"));
+        }
         if self.read_version_txt().unwrap_or(0) != db_version {
             return Err(format!(
                 "version.txt {:?} != metadata.db version {db_version}",

@@ -160,13 +160,17 @@ struct Step {
     local_in_push: bool,
     remote: Option<RemoteRow>,
     action: Action,
+    /// The remote row is this instance's own push whose sync did not finish
+    /// (see [`own_push_to_verify`]): its blob is checked, and uploaded again
+    /// if it is gone.
+    verify_blob: bool,
 }
 
 impl Step {
-    fn new(local: Option<LocalRow>, remote: Option<RemoteRow>, action: Action) -> Step {
+    fn new(local: Option<LocalRow>, remote: Option<RemoteRow>, action: Action, verify_blob: bool) -> Step {
         let local_in_push = matches!((&action, &local), (Action::Push { row, .. }, Some(l)) if row == l);
         let local_row = if local_in_push { None } else { local };
-        Step { local_row, local_in_push, remote, action }
+        Step { local_row, local_in_push, remote, action, verify_blob }
     }
 
     /// The local row as the compare read it.
@@ -299,7 +303,8 @@ fn compare(
             }
             let action = decide(local.as_ref(), remote.as_ref(), ctx);
             if action != Action::Nothing {
-                steps.push(Step::new(local, remote, action));
+                let verify_blob = own_push_to_verify(local.as_ref(), remote.as_ref(), &action, ctx);
+                steps.push(Step::new(local, remote, action, verify_blob));
             }
         }
     }
@@ -327,22 +332,38 @@ fn candidates(
     }
     let mut remote_rv: Vec<Option<i64>> = vec![None; bases.len()];
     let mut ids = Vec::new();
+    let find = |id: &str| order.binary_search_by(|&i| bases[i as usize].stable_id.as_str().cmp(id));
     let seen_up_to = if ctx.void_base { None } else { state.version };
-    db.for_each_row_version(|id, rv| {
-        match order.binary_search_by(|&i| bases[i as usize].stable_id.as_str().cmp(id)) {
-            Ok(k) => remote_rv[order[k] as usize] = Some(rv),
-            Err(_) if seen_up_to.is_none_or(|v| rv > v) => ids.push(id.to_owned()),
-            Err(_) => {}
-        }
+    db.for_each_row_version(|id, rv| match find(id) {
+        Ok(k) => remote_rv[order[k] as usize] = Some(rv),
+        Err(_) if seen_up_to.is_none_or(|v| rv > v) => ids.push(id.to_owned()),
+        Err(_) => {}
     })
     .map_err(corrupt)?;
+    // The remote lost a commit this instance knew (a row older than our base,
+    // or gone): on a server that ignores conditional requests, a stalled
+    // former lease holder overwrote `metadata.db` with a version built
+    // elsewhere, under a number we think we have seen.
+    let mut behind = false;
     for (b, remote_rv) in bases.iter().zip(remote_rv) {
+        behind |= b.remote_version.is_some_and(|base| remote_rv.is_none_or(|rv| rv < base));
         if b.sync_status == SyncStatus::Conflict {
             continue;
         }
         if b.sync_status.is_pending() || ctx.void_base || remote_rv != b.remote_version {
             ids.push(b.stable_id.clone());
         }
+    }
+    // Then a number we have seen may name rows we have not: the files only
+    // the remote has are candidates whatever their version (a second pass,
+    // in this rare case only).
+    if behind && seen_up_to.is_some() {
+        db.for_each_row_version(|id, _| {
+            if find(id).is_err() {
+                ids.push(id.to_owned());
+            }
+        })
+        .map_err(corrupt)?;
     }
     ids.sort_unstable();
     ids.dedup();
@@ -392,8 +413,32 @@ fn tmp_dir(instance: &str) -> String {
 fn blob_to_publish(step: &Step) -> Option<Result<BlobRef, String>> {
     match &step.action {
         Action::Push { row, .. } if !row.deleted => Some(row.blob().map_err(|e| e.to_string())),
+        Action::Pull(r) | Action::MarkSynced(r) if step.verify_blob => {
+            Some(r.blob().map_err(|e| e.to_string()))
+        }
         _ => None,
     }
+}
+
+/// Is `remote` this instance's own push of a sync that did not finish (a
+/// crash, a lost response, a lost lease), now settled without a new push,
+/// with content we hold? Then its blob is checked on the remote. On a server
+/// that ignores conditional requests, a push stalled between its fence and
+/// its `metadata.db` write can land on top of a gc that had already deleted
+/// the blob (its version bump fences only where the server honours
+/// `If-Match`); nobody else could upload the content again.
+fn own_push_to_verify(
+    local: Option<&LocalRow>,
+    remote: Option<&RemoteRow>,
+    action: &Action,
+    ctx: &DecideContext<'_>,
+) -> bool {
+    let (Some(l), Some(r)) = (local, remote) else { return false };
+    matches!(action, Action::Pull(_) | Action::MarkSynced(_))
+        && !r.deleted
+        && l.id == r.id
+        && l.sync_status.is_pending()
+        && ctx.own_pushes.get(&l.stable_id, &r.hlc).is_some()
 }
 
 /// Most transfers handed to the host per call. The host may run them several
@@ -766,14 +811,45 @@ pub(crate) fn commit_remote<R: std::borrow::Borrow<RemoteRow>>(
         Err(e) => return Err(e.into()),
     }
     lease.confirm(session, io)?;
+    // Fence again: a commit (a sync, or a gc's version bump) that landed
+    // between the first fence and our `metadata.db` write was overwritten by
+    // it on a server that ignores `If-Match`. Starting over takes the
+    // own-push path, which checks our blobs and re-publishes what is behind.
+    let version_condition = fence(io, session, version_txt)?;
+    // `version.txt` too is replaced only if it is still the one the fence
+    // read: a holder that stalls right here, past its lease, must not set the
+    // counter back under a newer commit (where the server honours it).
     let text = format!("{new_version}\n");
-    session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &Precondition::None))?;
+    match session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &version_condition)) {
+        Ok(_) => {}
+        Err(RemoteError::PreconditionFailed) => {
+            // A rival commit moved it (start over), or a lost response's
+            // retry met our own write, or a weak ETag was refused.
+            fence(io, session, version_txt)?;
+            lease.confirm(session, io)?;
+            session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &Precondition::None))?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }
 
 /// Fencing: `version.txt` must still be what this attempt started from.
-fn fence(io: &mut Io<'_>, session: &mut Session, version_txt: Option<i64>) -> Result<(), Interrupted> {
-    if session.read_version(io)? == version_txt { Ok(()) } else { Err(Interrupted::Fenced) }
+/// Returns the precondition that replaces exactly that `version.txt`.
+fn fence(
+    io: &mut Io<'_>,
+    session: &mut Session,
+    version_txt: Option<i64>,
+) -> Result<Precondition, Interrupted> {
+    let now = session.read_version_tagged(io)?;
+    if now.as_ref().map(|(v, _)| *v) != version_txt {
+        return Err(Interrupted::Fenced);
+    }
+    Ok(match now {
+        None => Precondition::IfNoneMatchAny,
+        Some((_, Some(etag))) => Precondition::IfMatch(etag),
+        Some((_, None)) => Precondition::None,
+    })
 }
 
 /// Row writes per `commit_writes` call of the local commit: bounds what one
@@ -795,6 +871,7 @@ fn local_writes(steps: &[Step], version: i64, clock: &mut HlcClock) -> Vec<RowWr
                     sync_status: settled(row.deleted),
                     remote_version: Some(version),
                     sync_hash: Some(row.id.clone()),
+                    sync_meta: Some(row.meta.digest()),
                     hlc: Some(stamp.clone()),
                     conflict: None,
                     ..row.clone()
@@ -809,6 +886,7 @@ fn local_writes(steps: &[Step], version: i64, clock: &mut HlcClock) -> Vec<RowWr
             Action::ForgetBase => LocalRow {
                 remote_version: None,
                 sync_hash: None,
+                sync_meta: None,
                 hlc: None,
                 ..step.local().cloned().expect("only local rows forget a base")
             },
@@ -832,6 +910,7 @@ fn from_remote(local: Option<&LocalRow>, r: &RemoteRow) -> LocalRow {
         sync_status: settled(r.deleted),
         remote_version: Some(r.remote_version),
         sync_hash: Some(r.id.clone()),
+        sync_meta: Some(r.meta.digest()),
         local_modified_at_ms: local.map_or(0, |l| l.local_modified_at_ms),
         hlc: Some(r.hlc.clone()),
         conflict: None,

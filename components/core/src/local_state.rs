@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::SyncError;
 use crate::hlc::{Hlc, HlcClock};
-use crate::model::{ContentHash, FileMeta, LocalRow, validate_stable_id};
+use crate::model::{ContentHash, LocalRow, validate_stable_id};
 use crate::ports::{Io, LocalError};
 
 /// This instance's id (random, created on first use).
@@ -62,7 +62,7 @@ pub struct PushedInput {
     pub id: ContentHash,
     /// The input was a deletion.
     pub deleted: bool,
-    /// [`meta_digest`] of the input's metadata.
+    /// [`FileMeta::digest`] of the input's metadata.
     pub meta: ContentHash,
 }
 
@@ -90,7 +90,7 @@ impl OwnPushes {
             stamp: stamp.clone(),
             id: row.id.clone(),
             deleted: row.deleted,
-            meta: meta_digest(&row.meta),
+            meta: row.meta.digest(),
         };
         let inputs = self.0.entry(row.stable_id.clone()).or_default();
         if inputs.iter().any(|i| i.stamp == input.stamp) {
@@ -115,13 +115,6 @@ impl OwnPushes {
         let map: BTreeMap<String, Vec<PushedInput>> = serde_json::from_str(value)?;
         Ok(OwnPushes(map))
     }
-}
-
-/// A digest of the metadata that a push publishes, leaving out `file_size`
-/// (it follows the content, which is compared by hash).
-pub fn meta_digest(meta: &FileMeta) -> ContentHash {
-    let meta = FileMeta { file_size: None, ..meta.clone() };
-    ContentHash::of(&serde_json::to_vec(&meta).expect("plain data serializes"))
 }
 
 /// Loads the state, making up an instance id on first use (not stored here:

@@ -242,6 +242,7 @@ impl MemStore {
             sync_status: SyncStatus::Modified,
             remote_version: None,
             sync_hash: None,
+            sync_meta: None,
             local_modified_at_ms: now_ms,
             hlc: None,
             conflict: None,

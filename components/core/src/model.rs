@@ -237,6 +237,15 @@ pub struct FileMeta {
 }
 
 impl FileMeta {
+    /// A digest of everything but `file_size` (which follows the content):
+    /// equal digests mean equal metadata. Stable across builds and targets
+    /// (SHA-256 of the fields' JSON in declaration order), because it is
+    /// stored as a row's metadata base and compared by later versions.
+    pub fn digest(&self) -> ContentHash {
+        let meta = FileMeta { file_size: None, ..self.clone() };
+        ContentHash::of(&serde_json::to_vec(&meta).expect("plain data serializes"))
+    }
+
     /// Checks every field an attacker could abuse: lengths, the file type
     /// (it becomes an extension), and that the JSON columns are JSON of the
     /// right shape.
@@ -357,6 +366,12 @@ pub struct LocalRow {
     pub remote_version: Option<i64>,
     /// Base: the content hash at the last sync.
     pub sync_hash: Option<ContentHash>,
+    /// Base: [`FileMeta::digest`] of the metadata at the last sync (kept by
+    /// the host beside the app's table, like `hlc`). None when unknown: never
+    /// synced, or synced before davsync recorded it. With it the compare tells
+    /// which side changed the metadata; without it, a change on either side
+    /// counts as a change on both and last-write-wins decides.
+    pub sync_meta: Option<ContentHash>,
     /// When the app last changed the row, milliseconds since the Unix epoch
     /// on the app's clock (0 when unknown).
     pub local_modified_at_ms: i64,

@@ -4,7 +4,7 @@
 //! unit test.
 
 use crate::hlc::{Hlc, HlcClock, stamp_local_edit};
-use crate::local_state::{OwnPushes, PushedInput, meta_digest};
+use crate::local_state::{OwnPushes, PushedInput};
 use crate::model::{ConflictKind, ConflictRecord, FileMeta, LocalRow, RemoteRow, SyncStatus};
 
 /// What the compare knows beyond the two rows.
@@ -133,7 +133,7 @@ fn decide_after_own_push(
     ctx: &DecideContext<'_>,
 ) -> Action {
     let content = l.id != input.id;
-    let meta = meta_digest(&l.meta) != input.meta;
+    let meta = l.meta.digest() != input.meta;
     let deleted = l.deleted != input.deleted;
     if !content && !meta && !deleted {
         return Action::Pull(r.clone());
@@ -187,6 +187,16 @@ fn conflict(
     })
 }
 
+/// Last-write-wins between the pending local state (stamped `mine`) and the
+/// remote row. A tie is this instance's own push of an earlier state, stamped
+/// from the same clock state and wall-clock millisecond (a retried attempt, or
+/// a crash before the local commit); a merge's stamp is always strictly later.
+/// The pending local row differs from it, so it was edited after that push was
+/// prepared: it is the later write.
+fn local_wins_lww(mine: &Hlc, r: &RemoteRow) -> bool {
+    *mine >= r.hlc
+}
+
 /// Both sides changed since the base.
 fn decide_concurrent(l: &LocalRow, r: &RemoteRow, base: Option<i64>, ctx: &DecideContext<'_>) -> Action {
     let base_hash = if ctx.void_base { None } else { l.sync_hash.as_ref() };
@@ -202,16 +212,17 @@ fn decide_concurrent(l: &LocalRow, r: &RemoteRow, base: Option<i64>, ctx: &Decid
     if local_content && remote_content && l.id != r.id {
         return conflict(ConflictKind::BothModified);
     }
-    // Metadata changed on both sides (content on at most one): last write
-    // wins per file by HLC; content follows the side that changed it.
+    // Metadata: three-way against the base when it is known; when both sides
+    // changed it (or the base is unknown), last write wins per file by HLC.
+    // Content follows the side that changed it.
     let mine = local_stamp(l, ctx);
-    // A tie is this instance's own push of an earlier state, stamped from the
-    // same clock state and wall-clock millisecond (a retried attempt, or a
-    // crash before the local commit); a merge's stamp is always strictly
-    // later. The pending local row differs from it, so it was edited after
-    // that push was prepared: it is the later write.
-    let local_later = mine >= r.hlc;
-    let meta_winner: &FileMeta = if local_later { &l.meta } else { &r.meta };
+    let base_meta = if ctx.void_base { None } else { l.sync_meta.as_ref() };
+    let take_local_meta = match base_meta.map(|b| (l.meta.digest() != *b, r.meta.digest() != *b)) {
+        Some((_, false)) => true,
+        Some((true, true)) | None => local_wins_lww(&mine, r),
+        Some((false, true)) => false,
+    };
+    let meta_winner: &FileMeta = if take_local_meta { &l.meta } else { &r.meta };
     let (id, file_size) = if local_content && l.id != r.id {
         (l.id.clone(), l.meta.file_size)
     } else {
@@ -223,10 +234,10 @@ fn decide_concurrent(l: &LocalRow, r: &RemoteRow, base: Option<i64>, ctx: &Decid
     if r.same_state_as(&merged) {
         return Action::Pull(r.clone());
     }
-    let stamp = if local_later { mine } else { r.hlc.clone() };
     // The merged state is a new write: stamp it after both inputs.
-    let mut clock = HlcClock::new(ctx.instance, Some(&stamp));
-    let stamp = clock.tick(stamp.physical_ms);
+    let latest = mine.max(r.hlc.clone());
+    let mut clock = HlcClock::new(ctx.instance, Some(&latest));
+    let stamp = clock.tick(latest.physical_ms);
     Action::Push { row: merged, stamp }
 }
 
@@ -278,6 +289,7 @@ mod tests {
             sync_status: SyncStatus::Synced,
             remote_version: Some(rv),
             sync_hash: Some(ContentHash::of(content)),
+            sync_meta: Some(meta(label).digest()),
             local_modified_at_ms: 0,
             hlc: Some(stamp),
             conflict: None,
@@ -408,6 +420,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn metadata_changed_on_one_side_only_is_kept_whatever_the_stamps() {
+        let seen = HlcClock::new(ME, None);
+        // Our label edit at 1s; their content-only edit at 50s keeps the base
+        // label "x": the merge has their content and our label …
+        let mut l = modified(synced(b"a", "x", 3, hlc(1, "o")), 1_000);
+        l.meta.label = Some("mine".into());
+        let mut r = remote(b"theirs", "x", 4, hlc(50_000, "o"));
+        r.meta.file_size = Some(6);
+        let Action::Push { row, stamp } = decide(Some(&l), Some(&r), &ctx(&seen)) else {
+            panic!("expected a push")
+        };
+        assert_eq!(row.id, ContentHash::of(b"theirs"));
+        assert_eq!((row.meta.label.as_deref(), row.meta.file_size), (Some("mine"), Some(6)));
+        assert!(stamp > r.hlc);
+        // … and our content-only edit at 50s keeps their earlier label edit.
+        let mut l = modified(synced(b"a", "x", 3, hlc(1, "o")), 50_000);
+        l.id = ContentHash::of(b"mine");
+        let r = remote(b"a", "theirs", 4, hlc(1_000, "o"));
+        let Action::Push { row, stamp } = decide(Some(&l), Some(&r), &ctx(&seen)) else {
+            panic!("expected a push")
+        };
+        assert_eq!((row.id.clone(), row.meta.label.as_deref()), (ContentHash::of(b"mine"), Some("theirs")));
+        assert!(stamp > r.hlc && stamp.physical_ms >= 50_000);
+    }
+
+    #[test]
+    fn without_a_metadata_base_the_later_stamp_wins() {
+        let seen = HlcClock::new(ME, None);
+        let mut l = modified(synced(b"a", "x", 3, hlc(1, "o")), 1_000);
+        l.sync_meta = None;
+        l.meta.label = Some("mine".into());
+        let r = remote(b"theirs", "x", 4, hlc(50_000, "o"));
+        // The label edit looks concurrent with the later write, which wins.
+        assert_eq!(decide(Some(&l), Some(&r), &ctx(&seen)), Action::Pull(r));
     }
 
     #[test]

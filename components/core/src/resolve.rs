@@ -106,6 +106,9 @@ fn keep_local(row: &LocalRow, record: &ConflictRecord, now_ms: i64) -> RowWrite 
         sync_status: status,
         remote_version: Some(record.remote_version),
         sync_hash: Some(record.remote_hash.clone()),
+        // The remote's metadata at that version is not known here; the next
+        // sync settles metadata by stamp, and this edit is stamped later.
+        sync_meta: None,
         local_modified_at_ms: now_ms.max(row.local_modified_at_ms),
         conflict: None,
         ..row.clone()
@@ -149,6 +152,7 @@ fn copy_as_new_file(
     copy.sync_status = SyncStatus::Modified;
     copy.remote_version = None;
     copy.sync_hash = None;
+    copy.sync_meta = None;
     copy.hlc = None;
     copy.conflict = None;
     copy.local_modified_at_ms = now_ms;

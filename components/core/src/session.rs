@@ -132,9 +132,17 @@ impl Session {
 
     /// Reads `version.txt`: `None` when the remote has none yet.
     pub(crate) fn read_version(&mut self, io: &mut Io<'_>) -> Result<Option<i64>, SyncError> {
+        Ok(self.read_version_tagged(io)?.map(|(v, _)| v))
+    }
+
+    /// Reads `version.txt` with its ETag (the precondition for replacing it).
+    pub(crate) fn read_version_tagged(
+        &mut self,
+        io: &mut Io<'_>,
+    ) -> Result<Option<(i64, Option<String>)>, SyncError> {
         match self.call(io, |io| io.remote.get(VERSION_TXT, VERSION_TXT_BYTES_MAX)) {
             Ok(fetched) => parse_version_txt(&fetched.bytes)
-                .map(Some)
+                .map(|v| Some((v, fetched.etag)))
                 .map_err(|why| SyncError::RemoteCorrupt(format!("version.txt {why}"))),
             Err(RemoteError::NotFound) => Ok(None),
             Err(RemoteError::TooLarge { .. }) => Err(SyncError::RemoteCorrupt(format!(

@@ -18,7 +18,13 @@ fn assert_passes(cfg: &Config, seed: u64) {
 /// never renewed, it is taken anew.
 #[test]
 fn seed_17140_an_expired_lease_is_not_renewed_over_a_new_holder() {
-    let cfg = Config { backward_jumps: false, freezes: false, ..Config::default() };
+    let cfg = Config {
+        backward_jumps: false,
+        freezes: false,
+        hot_files: false,
+        bursts: false,
+        ..Config::default()
+    };
     let outcome = replay(&cfg, 17_140);
     assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
     let trace = outcome.trace.unwrap_or_default();
@@ -36,7 +42,14 @@ fn seed_17140_an_expired_lease_is_not_renewed_over_a_new_holder() {
 /// local row is the later write.
 #[test]
 fn seed_4699_an_edit_during_the_own_first_push_is_not_lost() {
-    let cfg = Config { profile: Profile::Mixed, backward_jumps: false, freezes: false, ..Config::default() };
+    let cfg = Config {
+        profile: Profile::Mixed,
+        backward_jumps: false,
+        freezes: false,
+        hot_files: false,
+        bursts: false,
+        ..Config::default()
+    };
     assert_passes(&cfg, 4_699);
 }
 
@@ -53,5 +66,51 @@ fn seed_4699_an_edit_during_the_own_first_push_is_not_lost() {
 /// input_and_later_edits_apply_on_top`.)
 #[test]
 fn seed_1438_an_edit_after_a_crash_and_a_backward_clock_jump_beats_the_own_older_push() {
-    assert_passes(&Config { backward_jumps: true, freezes: false, ..Config::default() }, 1_438);
+    assert_passes(
+        &Config {
+            backward_jumps: true,
+            freezes: false,
+            hot_files: false,
+            bursts: false,
+            ..Config::default()
+        },
+        1_438,
+    );
+}
+
+/// Found once bursts let syncs finish while the app still edits: a holder
+/// stalls between its last lease check and its `version.txt` write while
+/// another instance takes the lease over and commits; the late write set
+/// the counter back (2 → 1), and an instance that had recorded 1 would skip
+/// version 2. Fixed in `engine.rs`: `version.txt` is replaced with `If-Match`
+/// on the ETag the fence read (`If-None-Match: *` when there was none).
+#[test]
+fn seed_348_a_stalled_holder_does_not_set_version_txt_back() {
+    assert_passes(&Config::default(), 348);
+}
+
+/// The same stall on a server that ignores conditional requests, one step
+/// earlier: the stale holder overwrote the new holder's `metadata.db` of
+/// version 2 with its own version 2. The new holder had recorded version 2,
+/// so it skipped the other's file, which the overwrite had published under
+/// that number. Fixed in `engine.rs`: a sync that finds the remote behind
+/// what it knew (a row older than its base, or gone) looks at every remote
+/// row, not only those past the version it recorded.
+#[test]
+fn seed_302_a_remote_behind_us_is_compared_in_full() {
+    assert_passes(&Config { steps: 200, ..Config::default() }, 302);
+}
+
+/// With gc among the syncs, on a server that ignores conditional requests: a
+/// sync fenced, then gc bumped the version and deleted two blobs the sync had
+/// just uploaded (unreferenced until its commit), then the sync's
+/// `metadata.db` landed anyway and it crashed. Its rows now named deleted
+/// blobs, and after its restart it took its own pushed rows as settled, so
+/// nothing uploaded them again. Fixed in `engine.rs`: a sync settling its
+/// own unfinished push checks the blob and uploads it if it is gone, and a
+/// second fence after the `metadata.db` write starts over when a commit
+/// landed in between.
+#[test]
+fn seed_262_gc_under_a_stalled_push_on_rclone_loses_no_blob() {
+    assert_passes(&Config { gc: true, ..Config::default() }, 262);
 }

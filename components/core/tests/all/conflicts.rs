@@ -224,16 +224,12 @@ fn a_content_edit_and_a_later_metadata_edit_merge_without_conflict() {
     assert_converged(&net, &[&a, &b]);
 }
 
-/// Open bug, found this session by reading the compare, not yet by the
-/// simulator (its edits spread over too many files to meet this order): a
-/// metadata-only edit here and a *later* content-only edit there. The
-/// compare cannot tell whether the remote changed metadata (no base metadata
-/// is kept, and a remote row has one stamp for content and metadata), so
-/// last-write-wins takes the remote row's metadata, which is the base, and
-/// the label edit is lost. The fix needs a per-row metadata stamp in
-/// `metadata.db` (or the base metadata's digest locally).
+/// A metadata-only edit here and a *later* content-only edit there. Both
+/// survive: the local row keeps its metadata base (`sync_meta`), so the
+/// compare sees that only this side changed the metadata. (Without the base,
+/// last-write-wins took the remote row's metadata, the base, and the label
+/// edit was lost.)
 #[test]
-#[ignore = "open core bug: a metadata edit loses to a later content-only edit elsewhere (see the doc comment)"]
 fn a_metadata_edit_and_a_later_content_edit_merge_without_losing_the_label() {
     let mut net = Net::strict();
     let mut a = net.node("a", 0);
