@@ -4,7 +4,14 @@
 //!
 //! ```text
 //! cargo bench -p davsync --bench scale -- [--sizes 1000,10000,100000] [--runs 3] [--status-calls 30]
+//!     [--only status,baseline,edit,bulk,startup] [--first-sync-again]
 //! ```
+//!
+//! `--only` measures only the named parts (default: all). `--first-sync-again`
+//! also repeats each size's first sync (both engines, child processes under
+//! `/usr/bin/time`) from a copy of the fixture's app database reset to "never
+//! synced", to a fresh folder remote on tmpfs, for the current build's peak
+//! RSS (the fixture's own first sync was measured with the build that made it).
 //!
 //! Fixtures: for each size, an app database and data folder (half PDFs, half
 //! TEI XML files of 0.3-1.5 KiB, SPEC metadata with realistic JSON, five
@@ -74,9 +81,21 @@ fn main() -> Result<()> {
     let mut results = Vec::new();
     for &size in &opts.sizes {
         let fixture = Fixture::ensure(&root, size)?;
-        results.push(measure_size(&fixture, &opts)?);
+        let mut r = measure_size(&fixture, &opts)?;
+        if opts.first_sync_again {
+            for engine in ["native", "component"] {
+                let again = fixture.first_sync_again(engine)?;
+                eprintln!("  first sync again, {engine}: {:.1} s, {} KiB", again.seconds, again.max_rss_kib);
+                r.again.push((engine, again));
+            }
+        }
+        results.push(r);
     }
-    let startup = measure_startup(&Fixture::ensure(&root, opts.sizes[0])?)?;
+    let startup = if opts.wants("startup") {
+        measure_startup(&Fixture::ensure(&root, opts.sizes[0])?)?
+    } else {
+        Startup { first_call_us: Vec::new(), first_call_cpu_us: Vec::new(), process_ms: Vec::new() }
+    };
     eprintln!("load after: {}", loadavg());
     print_table(&opts, &results, &startup);
     let _ = std::fs::remove_dir_all(root.join("trash"));
@@ -87,11 +106,20 @@ struct Options {
     sizes: Vec<usize>,
     runs: usize,
     status_calls: usize,
+    /// The parts to measure; empty: all.
+    only: Vec<String>,
+    first_sync_again: bool,
 }
 
 impl Options {
     fn parse() -> Result<Options> {
-        let mut o = Options { sizes: vec![1_000, 10_000, 100_000], runs: 3, status_calls: 30 };
+        let mut o = Options {
+            sizes: vec![1_000, 10_000, 100_000],
+            runs: 3,
+            status_calls: 30,
+            only: Vec::new(),
+            first_sync_again: false,
+        };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             let mut value = || args.next().with_context(|| format!("{a} needs a value"));
@@ -101,12 +129,18 @@ impl Options {
                 }
                 "--runs" => o.runs = value()?.parse()?,
                 "--status-calls" => o.status_calls = value()?.parse()?,
+                "--only" => o.only = value()?.split(',').map(str::to_owned).collect(),
+                "--first-sync-again" => o.first_sync_again = true,
                 "--bench" => {} // cargo bench passes it
                 other => bail!("unknown argument {other:?}"),
             }
         }
         ensure!(!o.sizes.is_empty() && o.runs > 0 && o.status_calls > 0, "nothing to measure");
         Ok(o)
+    }
+
+    fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
     }
 }
 
@@ -195,6 +229,36 @@ impl Fixture {
     /// of the folder remote (9 ms each on the development machine, 100k files
     /// would take an hour); the layout is the same as a WebDAV server's.
     fn first_sync(&self) -> Result<FirstSync> {
+        let (stage, first) = self.first_sync_child(&self.db(), "component")?;
+        let staged = stage.path().join("remote");
+        std::fs::remove_dir(self.remote())?;
+        let copied = Command::new("cp").arg("-a").arg(&staged).arg(self.remote()).status()?;
+        ensure!(copied.success(), "copying the staged remote failed");
+        Ok(first)
+    }
+
+    /// A first sync again: a copy of the (synced) app database with every
+    /// row reset to "never synced", to a fresh remote on tmpfs.
+    fn first_sync_again(&self, engine: &str) -> Result<FirstSync> {
+        let scratch = tempfile::Builder::new().prefix("again-").tempdir_in(&self.dir)?;
+        let db = scratch.path().join("app.db");
+        let src = rusqlite::Connection::open(self.db())?;
+        src.execute("VACUUM INTO ?1", [db.to_string_lossy()])?;
+        drop(src);
+        let conn = rusqlite::Connection::open(&db)?;
+        conn.execute_batch(
+            "UPDATE files SET sync_status = 'modified', remote_version = NULL, sync_hash = NULL;
+             DELETE FROM davsync_file_state; DELETE FROM sync_metadata;",
+        )?;
+        drop(conn);
+        let (_stage, first) = self.first_sync_child(&db, engine)?;
+        Ok(first)
+    }
+
+    /// A child `davsync sync` of `db` (with the fixture's data folder) under
+    /// `/usr/bin/time` to a new folder remote in a temporary folder (on
+    /// tmpfs when there is one), which is returned.
+    fn first_sync_child(&self, db: &Path, engine: &str) -> Result<(tempfile::TempDir, FirstSync)> {
         let shm = Path::new("/dev/shm");
         let stage = if shm.is_dir() {
             tempfile::Builder::new().prefix("davsync-scale-").tempdir_in(shm)?
@@ -212,10 +276,10 @@ impl Fixture {
             .arg("--data")
             .arg(self.data())
             .arg("--db")
-            .arg(self.db())
+            .arg(db)
             .arg("--remote")
             .arg(&staged)
-            .args(["--json", "sync"])
+            .args(["--engine", engine, "--json", "sync"])
             .output()
             .context("running /usr/bin/time davsync sync")?;
         let seconds = started.elapsed().as_secs_f64();
@@ -226,10 +290,9 @@ impl Fixture {
         ensure!(summary.uploaded as usize == self.size && summary.errors == 0, "first sync: {summary:?}");
         let rss = std::fs::read_to_string(&rss_file)?;
         let max_rss_kib = rss.lines().last().unwrap_or_default().trim().parse().context("time's %M")?;
-        std::fs::remove_dir(self.remote())?;
-        let copied = Command::new("cp").arg("-a").arg(&staged).arg(self.remote()).status()?;
-        ensure!(copied.success(), "copying the staged remote failed");
-        Ok(FirstSync { seconds, max_rss_kib, uploaded: summary.uploaded, when: iso8601_utc(now_ms()) })
+        let first =
+            FirstSync { seconds, max_rss_kib, uploaded: summary.uploaded, when: iso8601_utc(now_ms()) };
+        Ok((stage, first))
     }
 }
 
@@ -376,8 +439,40 @@ struct Trace(Arc<Mutex<Vec<Event>>>);
 
 #[derive(Clone, Debug)]
 enum Event {
-    Progress { at: Instant, phase: Phase },
-    Remote { start: Instant, end: Instant, op: &'static str, path: String },
+    Progress { at: Stamp, phase: Phase },
+    Remote { start: Stamp, end: Stamp, op: &'static str, path: String },
+}
+
+/// A moment: wall clock, and the CPU time of the thread the sync runs on
+/// (load-insensitive: the machine is shared, wall times are inflated).
+#[derive(Clone, Copy, Debug)]
+struct Stamp {
+    wall: Instant,
+    cpu_ms: f64,
+}
+
+impl Stamp {
+    fn now() -> Stamp {
+        Stamp { wall: Instant::now(), cpu_ms: thread_cpu_ms() }
+    }
+}
+
+/// CPU time of the calling thread (`/proc/thread-self/schedstat`, ns).
+fn thread_cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+        .map_or(f64::NAN, |ns| ns / 1e6)
+}
+
+/// CPU time (user + system) of process `pid` so far, ms (10 ms resolution).
+fn process_cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the
+    // 12th, stime the 13th of those.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(f64::NAN)).collect();
+    if f.len() < 13 { f64::NAN } else { (f[11] + f[12]) * 10.0 }
 }
 
 impl Trace {
@@ -392,7 +487,7 @@ impl Trace {
 
 impl Progress for Trace {
     fn report(&mut self, event: ProgressEvent) {
-        self.push(Event::Progress { at: Instant::now(), phase: event.phase });
+        self.push(Event::Progress { at: Stamp::now(), phase: event.phase });
     }
 }
 
@@ -404,9 +499,9 @@ struct Timed<R> {
 
 impl<R> Timed<R> {
     fn run<T>(&mut self, op: &'static str, path: &str, f: impl FnOnce(&mut R) -> T) -> T {
-        let start = Instant::now();
+        let start = Stamp::now();
         let out = f(&mut self.inner);
-        self.trace.push(Event::Remote { start, end: Instant::now(), op, path: path.to_owned() });
+        self.trace.push(Event::Remote { start, end: Stamp::now(), op, path: path.to_owned() });
         out
     }
 }
@@ -491,8 +586,12 @@ struct SizeResult {
     baseline_ms: HashMap<&'static str, Vec<f64>>,
     /// `"{remote} {engine}"` → one-edit syncs.
     edit: HashMap<String, Vec<Breakdown>>,
+    /// The same syncs in CPU time.
+    edit_cpu: HashMap<String, Vec<Breakdown>>,
     bulk_native_ms: Vec<f64>,
     bulk_component_ms: Vec<f64>,
+    /// `--first-sync-again`: (engine, the repeated first sync).
+    again: Vec<(&'static str, FirstSync)>,
 }
 
 fn measure_size(f: &Fixture, opts: &Options) -> Result<SizeResult> {
@@ -508,21 +607,26 @@ fn measure_size(f: &Fixture, opts: &Options) -> Result<SizeResult> {
     for run in 0..opts.runs {
         eprintln!("size {}: run {} of {} (load {})", f.size, run + 1, opts.runs, loadavg());
         for remote in &remotes {
-            let samples = status_times(f, remote, opts.status_calls)?;
-            r.status_ms.entry(remote.name()).or_default().extend(samples);
-            let snapshot = snapshots.entry(remote.name()).or_default();
-            let took = baseline_scan(f, remote, snapshot)?;
-            r.baseline_ms.entry(remote.name()).or_default().push(took);
+            if opts.wants("status") {
+                let samples = status_times(f, remote, opts.status_calls)?;
+                r.status_ms.entry(remote.name()).or_default().extend(samples);
+            }
+            if opts.wants("baseline") {
+                let snapshot = snapshots.entry(remote.name()).or_default();
+                let took = baseline_scan(f, remote, snapshot)?;
+                r.baseline_ms.entry(remote.name()).or_default().push(took);
+            }
         }
-        for (remote, engine) in [
-            (&remotes[0], EngineKind::Component),
-            (&remotes[0], EngineKind::Native),
-            (&remotes[1], EngineKind::Component),
-        ] {
-            let b = one_edit_sync(f, remote, engine, run)?;
-            r.edit.entry(format!("{} {}", remote.name(), engine_name(engine))).or_default().push(b);
+        let edits = if opts.wants("edit") { &EDIT_CASES[..] } else { &[][..] };
+        for &(remote, engine) in edits {
+            let remote = &remotes[remote];
+            let pid = matches!(remote, Remote::Dav(_)).then(|| server.pid());
+            let (b, cpu) = one_edit_sync(f, remote, engine, run, pid)?;
+            let key = format!("{} {}", remote.name(), engine_name(engine));
+            r.edit.entry(key.clone()).or_default().push(b);
+            r.edit_cpu.entry(key).or_default().push(cpu);
         }
-        if f.size <= BULK_SIZE_MAX {
+        if f.size <= BULK_SIZE_MAX && opts.wants("bulk") {
             // Alternate the order, so neither engine always goes first.
             let order = if run % 2 == 0 {
                 [EngineKind::Native, EngineKind::Component]
@@ -541,6 +645,10 @@ fn measure_size(f: &Fixture, opts: &Options) -> Result<SizeResult> {
     r.metadata_db_bytes = std::fs::metadata(f.remote().join("metadata.db"))?.len();
     Ok(r)
 }
+
+/// The one-edit syncs of each run: (index into the remotes, engine).
+const EDIT_CASES: [(usize, EngineKind); 3] =
+    [(0, EngineKind::Component), (0, EngineKind::Native), (1, EngineKind::Component)];
 
 fn engine_name(e: EngineKind) -> &'static str {
     match e {
@@ -646,10 +754,16 @@ struct Breakdown {
     commit_other_remote: f64,
     local_apply: f64,
     release: f64,
+    /// CPU time of the WebDAV server process during the sync (NaN: none).
+    server_cpu: f64,
 }
 
 impl Breakdown {
-    fn from_trace(started: Instant, ended: Instant, events: &[Event]) -> Result<Breakdown> {
+    /// Phases in wall time (`cpu` false) or in the sync thread's CPU time.
+    fn from_trace(started: Stamp, ended: Stamp, events: &[Event], cpu: bool) -> Result<Breakdown> {
+        let ms = |d: (Stamp, Stamp)| {
+            if cpu { d.1.cpu_ms - d.0.cpu_ms } else { (d.1.wall - d.0.wall).as_secs_f64() * 1e3 }
+        };
         let at = |phase: Phase| {
             events.iter().find_map(|e| match e {
                 Event::Progress { at, phase: p, .. } if *p == phase => Some(*at),
@@ -671,24 +785,25 @@ impl Breakdown {
             .context("metadata.db was not downloaded")?;
         let db_put =
             remote_calls().find(|c| c.2 == "PUT" && c.3 == "metadata.db").context("no metadata.db upload")?;
-        let first_after = |t: Instant| remote_calls().map(|c| c.0).find(|s| *s >= t);
+        let first_after = |t: Stamp| remote_calls().map(|c| c.0).find(|s| s.wall >= t.wall);
         let commit_io: f64 = remote_calls()
-            .filter(|c| c.0 >= commit && c.0 < apply && c.3 != "metadata.db")
-            .map(|c| ms(c.1 - c.0))
+            .filter(|c| c.0.wall >= commit.wall && c.0.wall < apply.wall && c.3 != "metadata.db")
+            .map(|c| ms((c.0, c.1)))
             .sum();
         let after_apply = first_after(apply).unwrap_or(ended);
         Ok(Breakdown {
-            total: ms(ended - started),
-            check_lock: ms(fetch - started),
-            download: ms(db_get.1 - db_get.0),
-            open_validate: ms(compare - db_get.1),
-            compare: ms(upload_phase - compare),
-            blob_check: ms(commit - upload_phase),
-            merge_serialize: ms(first_after(commit).unwrap_or(db_put.0) - commit),
-            upload: ms(db_put.1 - db_put.0),
+            total: ms((started, ended)),
+            check_lock: ms((started, fetch)),
+            download: ms((db_get.0, db_get.1)),
+            open_validate: ms((db_get.1, compare)),
+            compare: ms((compare, upload_phase)),
+            blob_check: ms((upload_phase, commit)),
+            merge_serialize: ms((commit, first_after(commit).unwrap_or(db_put.0))),
+            upload: ms((db_put.0, db_put.1)),
             commit_other_remote: commit_io,
-            local_apply: ms(after_apply - apply),
-            release: ms(ended - after_apply),
+            local_apply: ms((apply, after_apply)),
+            release: ms((after_apply, ended)),
+            server_cpu: f64::NAN,
         })
     }
 
@@ -706,24 +821,39 @@ impl Breakdown {
             commit_other_remote: m(|b| b.commit_other_remote),
             local_apply: m(|b| b.local_apply),
             release: m(|b| b.release),
+            server_cpu: m(|b| b.server_cpu),
         }
     }
 }
 
 /// The app edits one file's label; then one timed sync.
-fn one_edit_sync(f: &Fixture, remote: &Remote, engine: EngineKind, run: usize) -> Result<Breakdown> {
+/// Returns the breakdown in wall time and in CPU time (the sync's thread;
+/// `server_cpu`: the WebDAV server's process, `server_pid`).
+fn one_edit_sync(
+    f: &Fixture,
+    remote: &Remote,
+    engine: EngineKind,
+    run: usize,
+    server_pid: Option<u32>,
+) -> Result<(Breakdown, Breakdown)> {
     let target = stable_id_of((run * 7919 + 13) % f.size);
     let label = format!("edited in run {run} via {} {}", remote.name(), engine_name(engine));
     SqliteStore::open(&f.db(), &f.data())?.set_meta(&target, |m| m.label = Some(label))?;
     let trace = Trace::default();
     let mut s = syncer(f, remote, engine, &trace)?;
-    let started = Instant::now();
+    let server_before = server_pid.map_or(f64::NAN, process_cpu_ms);
+    let started = Stamp::now();
     let summary = s.sync(&SyncOptions::default())?.map_err(anyhow::Error::new)?;
-    let ended = Instant::now();
+    let ended = Stamp::now();
+    let server_cpu = server_pid.map_or(f64::NAN, process_cpu_ms) - server_before;
     ensure!(summary.metadata_synced == 1 && summary.errors == 0, "one-edit sync: {summary:?}");
-    let b = Breakdown::from_trace(started, ended, &trace.take())?;
-    eprintln!("  one edit, {} {}: {:.0} ms {b:?}", remote.name(), engine_name(engine), b.total);
-    Ok(b)
+    let events = trace.take();
+    let b = Breakdown::from_trace(started, ended, &events, false)?;
+    let cpu = Breakdown { server_cpu, ..Breakdown::from_trace(started, ended, &events, true)? };
+    let name = format!("{} {}", remote.name(), engine_name(engine));
+    eprintln!("  one edit, {name}: {:.0} ms {b:?}", b.total);
+    eprintln!("  one edit, {name}: CPU {:.0} ms, server CPU {server_cpu:.0} ms {cpu:?}", cpu.total);
+    Ok((b, cpu))
 }
 
 /// The app changes every live file's collections in one transaction (as a
@@ -826,6 +956,10 @@ fn print_table(opts: &Options, results: &[SizeResult], startup: &Startup) {
     for key in keys {
         let b = |r: &SizeResult| Breakdown::median_of(r.edit.get(key).map_or(&[][..], |v| v));
         row(&format!("(3) one-edit sync, {key}, ms"), &|r| format!("{:.0}", b(r).total));
+        let c = |r: &SizeResult| Breakdown::median_of(r.edit_cpu.get(key).map_or(&[][..], |v| v));
+        row(&format!("(3) … CPU of the sync's thread / of the server, {key}, ms"), &|r| {
+            format!("{:.0} / {:.0}", c(r).total, c(r).server_cpu)
+        });
     }
     let parts: [BreakdownPart; 10] = [
         ("engine start + check + lock", |b| b.check_lock),
@@ -840,8 +974,10 @@ fn print_table(opts: &Options, results: &[SizeResult], startup: &Startup) {
         ("release + cleanup", |b| b.release),
     ];
     for (name, part) in parts {
-        row(&format!("(3) … {name} (wsgidav component), ms"), &|r| {
-            format!("{:.0}", part(&Breakdown::median_of(r.edit.get(keys[0]).map_or(&[][..], |v| v))))
+        row(&format!("(3) … {name} (wsgidav component), ms wall / CPU"), &|r| {
+            let wall = Breakdown::median_of(r.edit.get(keys[0]).map_or(&[][..], |v| v));
+            let cpu = Breakdown::median_of(r.edit_cpu.get(keys[0]).map_or(&[][..], |v| v));
+            format!("{:.0} / {:.0}", part(&wall), part(&cpu))
         });
     }
     let bulk = |v: &[f64]| if v.is_empty() { "–".to_owned() } else { format!("{:.0}", median(v)) };
@@ -854,6 +990,19 @@ fn print_table(opts: &Options, results: &[SizeResult], startup: &Startup) {
     });
     row("(6) first sync, folder remote on tmpfs (child process), s", &|r| format!("{:.1}", r.first_sync_s));
     row("(6) … its peak RSS, MiB", &|r| format!("{:.0}", r.first_sync_rss_kib as f64 / 1024.0));
+    for engine in ["native", "component"] {
+        let again = |r: &SizeResult| {
+            r.again.iter().find(|(e, _)| *e == engine).map(|(_, a)| (a.seconds, a.max_rss_kib))
+        };
+        if results.iter().any(|r| again(r).is_some()) {
+            row(&format!("(6) first sync again, {engine}, s"), &|r| {
+                again(r).map_or("–".to_owned(), |(s, _)| format!("{s:.1}"))
+            });
+            row("(6) … its peak RSS, MiB", &|r| {
+                again(r).map_or("–".to_owned(), |(_, k)| format!("{:.0}", k as f64 / 1024.0))
+            });
+        }
+    }
     println!(
         "\n(5) host start to first engine call (cached component, `davsync status`, {} runs): \
          median CPU time {:.2} ms (exec to first call), wall time {:.2} ms (main() to first call); \

@@ -202,6 +202,34 @@ impl imports::local_store::Host for HostState {
         let outcome = self.ports.local.apply(&commit).map_err(conv::local_error_out)?;
         Ok(outcome.skipped)
     }
+
+    fn commit_begin(&mut self) -> Result<(), imports::local_store::LocalError> {
+        self.ports.local.commit_begin().map_err(conv::local_error_out)
+    }
+
+    fn commit_writes(
+        &mut self,
+        writes: Vec<imports::local_store::RowWrite>,
+    ) -> Result<(), imports::local_store::LocalError> {
+        // A commit with a write the guest got wrong must not land in part:
+        // any other call on the store rolls the open commit back.
+        let writes = match conv::row_writes_in(writes) {
+            Ok(writes) => writes,
+            Err(e) => {
+                let _ = self.ports.local.count_unsynced();
+                return Err(conv::local_invalid(e));
+            }
+        };
+        self.ports.local.commit_writes(&writes).map_err(conv::local_error_out)
+    }
+
+    fn commit_finish(
+        &mut self,
+        meta: Vec<(String, String)>,
+    ) -> Result<Vec<String>, imports::local_store::LocalError> {
+        let outcome = self.ports.local.commit_finish(&meta).map_err(conv::local_error_out)?;
+        Ok(outcome.skipped)
+    }
 }
 
 impl imports::remote::Host for HostState {

@@ -22,7 +22,7 @@ use davsync_core::model::{
     BlobRef, ConflictRecord, ContentHash, FileMeta, LocalRow, RowBase, SyncStatus, extension_for,
     iso8601_utc, validate_stable_id,
 };
-use davsync_core::ports::{ApplyOutcome, LocalCommit, LocalError, LocalStore};
+use davsync_core::ports::{ApplyOutcome, LocalCommit, LocalError, LocalStore, RowWrite};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use sha2::{Digest, Sha256};
@@ -37,7 +37,8 @@ pub const BUSY_TIMEOUT_DEFAULT: Duration = Duration::from_millis(5000);
 const STABLE_ID_GENERATED_LEN: usize = 12;
 
 /// The schema of SPEC §2, created only where missing, plus the indexes that
-/// make `count_unsynced` and content lookups cheap, plus davsync's side table.
+/// make `count_unsynced`, content lookups and `row_bases` cheap, plus
+/// davsync's side table.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS files (
     stable_id TEXT PRIMARY KEY, id TEXT, filename TEXT, doc_id TEXT, doc_id_type TEXT,
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS davsync_file_state (stable_id TEXT PRIMARY KEY, hlc T
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS idx_files_sync_status ON files(sync_status);
 CREATE INDEX IF NOT EXISTS idx_files_id ON files(id);
+CREATE INDEX IF NOT EXISTS idx_files_sync_base ON files(stable_id, sync_status, remote_version, deleted);
 ";
 
 /// Columns of `files` davsync reads or writes; an app database without one
@@ -152,6 +154,16 @@ pub struct SqliteStore {
     conn: Connection,
     data_dir: PathBuf,
     files_dir: PathBuf,
+    /// A local commit sent in parts ([`LocalStore::commit_begin`]) whose
+    /// transaction is open on `conn`.
+    open_commit: Option<OpenCommit>,
+}
+
+/// The state of a commit between `commit_begin` and `commit_finish`.
+#[derive(Debug)]
+struct OpenCommit {
+    now: String,
+    skipped: Vec<String>,
 }
 
 impl SqliteStore {
@@ -178,7 +190,12 @@ impl SqliteStore {
         create_schema(&mut conn)
             .map_err(typed_local)
             .with_context(|| format!("preparing the app database {}", db_path.display()))?;
-        Ok(SqliteStore { conn, data_dir: data_dir.to_path_buf(), files_dir: data_dir.join("files") })
+        Ok(SqliteStore {
+            conn,
+            data_dir: data_dir.to_path_buf(),
+            files_dir: data_dir.join("files"),
+            open_commit: None,
+        })
     }
 
     /// Changes how long a statement waits for another writer before
@@ -393,14 +410,26 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Rolls back a commit sent in parts that was not finished (the engine
+    /// failed or trapped in between): every other call does this first.
+    fn end_open_commit(&mut self) {
+        if self.open_commit.take().is_some() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 impl LocalStore for SqliteStore {
     fn count_unsynced(&mut self) -> Result<u64, LocalError> {
+        self.end_open_commit();
         let sql = "SELECT COUNT(*) FROM files WHERE sync_status IN ('modified', 'pending_delete', 'pending_upload')";
         let n: i64 = self.conn.query_row(sql, [], |r| r.get(0)).map_err(db_err)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     fn meta_get(&mut self, key: &str) -> Result<Option<String>, LocalError> {
+        self.end_open_commit();
         let value: Option<Value> = self
             .conn
             .query_row("SELECT value FROM sync_metadata WHERE key = ?1", [key], |r| r.get(0))
@@ -417,7 +446,9 @@ impl LocalStore for SqliteStore {
         }
     }
 
+    /// Read from the covering index `idx_files_sync_base`, in its order.
     fn row_bases(&mut self) -> Result<Vec<RowBase>, LocalError> {
+        self.end_open_commit();
         let tx = self.conn.transaction().map_err(db_err)?;
         let mut stmt = tx
             .prepare("SELECT stable_id, sync_status, remote_version, deleted FROM files ORDER BY stable_id")
@@ -440,6 +471,7 @@ impl LocalStore for SqliteStore {
 
     /// One indexed lookup per id, inside one read transaction (one snapshot).
     fn rows(&mut self, stable_ids: &[String]) -> Result<Vec<LocalRow>, LocalError> {
+        self.end_open_commit();
         let tx = self.conn.transaction().map_err(db_err)?;
         let mut out = Vec::with_capacity(stable_ids.len());
         for id in stable_ids {
@@ -451,49 +483,99 @@ impl LocalStore for SqliteStore {
     }
 
     fn live_rows_with_content(&mut self, hash: &ContentHash) -> Result<u64, LocalError> {
+        self.end_open_commit();
         let sql = format!("SELECT COUNT(*) FROM files WHERE id = ?1 AND {LIVE}");
         let n: i64 = self.conn.query_row(&sql, [hash.as_str()], |r| r.get(0)).map_err(db_err)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// One `BEGIN IMMEDIATE` transaction. Each write is applied only if the
-    /// row still equals what the core read (`expected`, on the model's
-    /// fields); otherwise the app changed it meanwhile and it is skipped.
-    /// A current row that no longer decodes has changed too, and is skipped.
+    /// One `BEGIN IMMEDIATE` transaction; see [`write_rows`].
     fn apply(&mut self, commit: &LocalCommit) -> Result<ApplyOutcome, LocalError> {
+        self.end_open_commit();
         let now = iso8601_utc(now_ms());
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
         let mut outcome = ApplyOutcome::default();
-        for w in &commit.writes {
-            let id = &w.row.stable_id;
-            validate_stable_id(id).map_err(|e| LocalError::Invalid(e.to_string()))?;
-            let current = match read_row(&tx, id) {
-                Ok(current) => current,
-                Err(LocalError::Invalid(_)) => {
-                    outcome.skipped.push(id.clone());
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if current.as_ref() != w.expected.as_ref() {
-                outcome.skipped.push(id.clone());
-                continue;
-            }
-            match current {
-                None => insert_row(&tx, &w.row, &now)?,
-                Some(cur) => {
-                    let modified_changed = cur.local_modified_at_ms != w.row.local_modified_at_ms;
-                    update_row(&tx, &w.row, modified_changed, &now)?;
-                }
-            }
-            put_file_state(&tx, &w.row)?;
-        }
+        write_rows(&tx, &commit.writes, &now, &mut outcome.skipped)?;
         for (key, value) in &commit.meta {
             meta_set(&tx, key, value, &now)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(outcome)
     }
+
+    /// `BEGIN IMMEDIATE`, held on the connection until `commit_finish`.
+    fn commit_begin(&mut self) -> Result<(), LocalError> {
+        self.end_open_commit();
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+        self.open_commit = Some(OpenCommit { now: iso8601_utc(now_ms()), skipped: Vec::new() });
+        Ok(())
+    }
+
+    fn commit_writes(&mut self, writes: &[RowWrite]) -> Result<(), LocalError> {
+        let Some(open) = self.open_commit.as_mut() else {
+            return Err(LocalError::Other("commit_writes without commit_begin".to_owned()));
+        };
+        let result = write_rows(&self.conn, writes, &open.now, &mut open.skipped);
+        if result.is_err() {
+            self.end_open_commit();
+        }
+        result
+    }
+
+    fn commit_finish(&mut self, meta: &[(String, String)]) -> Result<ApplyOutcome, LocalError> {
+        let Some(open) = self.open_commit.take() else {
+            return Err(LocalError::Other("commit_finish without commit_begin".to_owned()));
+        };
+        let result = meta
+            .iter()
+            .try_for_each(|(key, value)| meta_set(&self.conn, key, value, &open.now))
+            .and_then(|()| self.conn.execute_batch("COMMIT").map_err(db_err));
+        match result {
+            Ok(()) => Ok(ApplyOutcome { skipped: open.skipped }),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Applies `writes` inside the caller's transaction. Each write is applied
+/// only if the row still equals what the core read (`expected`, on the
+/// model's fields); otherwise the app changed it meanwhile and it is
+/// skipped. A current row that no longer decodes has changed too, and is
+/// skipped.
+fn write_rows(
+    conn: &Connection,
+    writes: &[RowWrite],
+    now: &str,
+    skipped: &mut Vec<String>,
+) -> Result<(), LocalError> {
+    for w in writes {
+        let id = &w.row.stable_id;
+        validate_stable_id(id).map_err(|e| LocalError::Invalid(e.to_string()))?;
+        let current = match read_row(conn, id) {
+            Ok(current) => current,
+            Err(LocalError::Invalid(_)) => {
+                skipped.push(id.clone());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if current.as_ref() != w.expected.as_ref() {
+            skipped.push(id.clone());
+            continue;
+        }
+        match current {
+            None => insert_row(conn, &w.row, now)?,
+            Some(cur) => {
+                let modified_changed = cur.local_modified_at_ms != w.row.local_modified_at_ms;
+                update_row(conn, &w.row, modified_changed, now)?;
+            }
+        }
+        put_file_state(conn, &w.row)?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1234,6 +1316,42 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_in_parts_lands_whole_or_not_at_all() {
+        let mut f = fixture();
+        insert(&mut f.store, &row("a", "a"));
+        let a = get(&mut f.store, "a").unwrap();
+        let synced =
+            RowWrite { row: LocalRow { remote_version: Some(9), ..a.clone() }, expected: Some(a.clone()) };
+        let fresh = RowWrite { row: row("fresh", "f"), expected: None };
+        let stale = RowWrite { row: row("gone", "g"), expected: Some(row("gone", "g")) };
+        // Finished: every part lands, the stale write is reported.
+        f.store.commit_begin().unwrap();
+        f.store.commit_writes(std::slice::from_ref(&synced)).unwrap();
+        f.store.commit_writes(&[fresh.clone(), stale]).unwrap();
+        let outcome = f.store.commit_finish(&[("k".into(), "v".into())]).unwrap();
+        assert_eq!(outcome.skipped, vec!["gone".to_owned()]);
+        assert_eq!(get(&mut f.store, "a").unwrap().remote_version, Some(9));
+        assert!(get(&mut f.store, "fresh").is_some());
+        assert_eq!(f.store.meta_get("k").unwrap().as_deref(), Some("v"));
+        // Not finished: another call rolls the parts back.
+        let b = row("b", "b");
+        f.store.commit_begin().unwrap();
+        f.store.commit_writes(&[RowWrite { row: b.clone(), expected: None }]).unwrap();
+        assert_eq!(get(&mut f.store, "b"), None);
+        assert!(f.store.commit_finish(&[]).is_err(), "the open commit was rolled back");
+        // A failing part rolls back the parts before it.
+        f.store.commit_begin().unwrap();
+        f.store.commit_writes(&[RowWrite { row: b, expected: None }]).unwrap();
+        let bad = RowWrite { row: row("bad/id", "x"), expected: None };
+        assert!(matches!(f.store.commit_writes(&[bad]), Err(LocalError::Invalid(_))));
+        assert!(f.store.commit_finish(&[("k".into(), "w".into())]).is_err());
+        assert_eq!(get(&mut f.store, "b"), None);
+        assert_eq!(f.store.meta_get("k").unwrap().as_deref(), Some("v"));
+        // The app can write again: no transaction was left open.
+        insert(&mut f.store, &row("c", "c"));
+    }
+
+    #[test]
     fn a_held_write_lock_gives_busy_within_the_timeout() {
         let mut f = fixture();
         let app = Connection::open(&f.db).unwrap();
@@ -1260,7 +1378,12 @@ mod tests {
         conn.pragma_update(None, "journal_mode", "DELETE").unwrap();
         drop(conn);
         let conn = Connection::open_with_flags(&f.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        f.store = SqliteStore { conn, data_dir: f.tmp.path().into(), files_dir: f.tmp.path().join("files") };
+        f.store = SqliteStore {
+            conn,
+            data_dir: f.tmp.path().into(),
+            files_dir: f.tmp.path().join("files"),
+            open_commit: None,
+        };
         let commit = LocalCommit { writes: vec![], meta: vec![("k".into(), "v".into())] };
         assert_eq!(f.store.apply(&commit), Err(LocalError::ReadOnly));
         assert_eq!(f.store.meta_get("k").unwrap(), None);

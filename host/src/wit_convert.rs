@@ -171,14 +171,16 @@ pub(crate) fn row_base_out(b: RowBase) -> w::types::RowBase {
 }
 
 pub(crate) fn local_commit_in(c: w::local_store::LocalCommit) -> Result<LocalCommit, InvalidValue> {
-    let writes = c
-        .writes
+    Ok(LocalCommit { writes: row_writes_in(c.writes)?, meta: c.meta })
+}
+
+pub(crate) fn row_writes_in(writes: Vec<w::local_store::RowWrite>) -> Result<Vec<RowWrite>, InvalidValue> {
+    writes
         .into_iter()
         .map(|w| {
             Ok(RowWrite { row: local_row_in(w.row)?, expected: w.expected.map(local_row_in).transpose()? })
         })
-        .collect::<Result<Vec<_>, InvalidValue>>()?;
-    Ok(LocalCommit { writes, meta: c.meta })
+        .collect()
 }
 
 pub(crate) fn local_error_out(e: LocalError) -> w::local_store::LocalError {

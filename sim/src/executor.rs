@@ -442,6 +442,21 @@ impl<B: Baton> LocalStore for Proxy<B> {
         let (_life, store) = self.store()?;
         lock(&store).apply(commit)
     }
+
+    fn commit_begin(&mut self) -> Result<(), LocalError> {
+        let (_life, store) = self.store()?;
+        lock(&store).commit_begin()
+    }
+
+    fn commit_writes(&mut self, writes: &[davsync_core::ports::RowWrite]) -> Result<(), LocalError> {
+        let (_life, store) = self.store()?;
+        lock(&store).commit_writes(writes)
+    }
+
+    fn commit_finish(&mut self, meta: &[(String, String)]) -> Result<ApplyOutcome, LocalError> {
+        let (_life, store) = self.store()?;
+        lock(&store).commit_finish(meta)
+    }
 }
 
 impl<B: Baton> Clock for Proxy<B> {

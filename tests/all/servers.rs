@@ -279,6 +279,12 @@ impl DavServer {
             .with_context(|| format!("{} {method} {path}", self.kind.name()))
     }
 
+    /// The server's process id (the bench reads its CPU time).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// wsgidav only: replaces the injected faults (see
     /// `tests/servers/wsgidav_serve.py` for the keys; `json!({})` clears
     /// them). Takes effect from the next request on.

@@ -33,10 +33,10 @@ use serde::{Deserialize, Serialize};
 use crate::api::{SyncError, SyncOptions};
 use crate::engine::{self, Fetched, Interrupted, Reporter};
 use crate::lease::{self, Lease};
-use crate::model::{BlobRef, ContentHash, LocalRow, RowBase, iso8601_utc};
+use crate::model::{BlobRef, ContentHash, LocalRow, RemoteRow, RowBase, iso8601_utc};
 use crate::ports::{
     ApplyOutcome, BlobError, BlobHasher, BlobTransfer, Clock, DownloadJob, Io, LocalCommit, LocalError,
-    LocalStore, NoProgress, Random, RemoteError, RemoteTransport, UploadJob,
+    LocalStore, NoProgress, Random, RemoteError, RemoteTransport, RowWrite, UploadJob,
 };
 use crate::remote_db::RemoteDb;
 use crate::session::Session;
@@ -391,7 +391,16 @@ fn gc_locked(
     let new_version = fetched.head() + 1;
     let now_iso = iso8601_utc(io.clock.now_ms());
     let mut reporter = Reporter::default();
-    engine::commit_remote(io, session, lease, &mut reporter, &mut fetched, &mut [], new_version, &now_iso)?;
+    engine::commit_remote(
+        io,
+        session,
+        lease,
+        &mut reporter,
+        &mut fetched,
+        Vec::<RemoteRow>::new(),
+        new_version,
+        &now_iso,
+    )?;
     report.version_after = Some(new_version);
     for blob in doomed {
         // One lease check per DELETE, as a sync checks before each commit
@@ -545,6 +554,15 @@ impl LocalStore for NoLocal {
         Err(LocalError::Other(NO_LOCAL.to_owned()))
     }
     fn apply(&mut self, _commit: &LocalCommit) -> Result<ApplyOutcome, LocalError> {
+        Err(LocalError::Other(NO_LOCAL.to_owned()))
+    }
+    fn commit_begin(&mut self) -> Result<(), LocalError> {
+        Err(LocalError::Other(NO_LOCAL.to_owned()))
+    }
+    fn commit_writes(&mut self, _writes: &[RowWrite]) -> Result<(), LocalError> {
+        Err(LocalError::Other(NO_LOCAL.to_owned()))
+    }
+    fn commit_finish(&mut self, _meta: &[(String, String)]) -> Result<ApplyOutcome, LocalError> {
         Err(LocalError::Other(NO_LOCAL.to_owned()))
     }
 }

@@ -21,7 +21,7 @@ use crate::model::{BlobRef, ContentHash, FileMeta, LocalRow, RowBase, SyncStatus
 use crate::ports::{
     ApplyOutcome, BlobError, BlobHasher, BlobTransfer, Clock, DownloadJob, Fetched, LocalCommit, LocalError,
     LocalStore, Precondition, Progress, ProgressEvent, Random, RemoteDigest, RemoteEntry, RemoteError,
-    RemoteStat, RemoteTransport, UploadJob, put_and_move,
+    RemoteStat, RemoteTransport, RowWrite, UploadJob, put_and_move,
 };
 
 // ---------------------------------------------------------------------------
@@ -192,9 +192,13 @@ pub struct MemStore {
     pub rows: BTreeMap<String, LocalRow>,
     /// The `sync_metadata` table.
     pub meta: BTreeMap<String, String>,
-    /// Fault switch: the next [`LocalStore::apply`] returns this error,
-    /// changes nothing, and clears the switch.
+    /// Fault switch: the next [`LocalStore::apply`] (or
+    /// [`LocalStore::commit_finish`]) returns this error, changes nothing,
+    /// and clears the switch.
     pub fail_next_apply: Option<LocalError>,
+    /// The writes of an open commit ([`LocalStore::commit_begin`]), applied
+    /// by `commit_finish`; any other call drops them (a rollback).
+    staged: Option<Vec<RowWrite>>,
 }
 
 impl MemStore {
@@ -338,23 +342,28 @@ fn len_i64(bytes: &[u8]) -> i64 {
 
 impl LocalStore for MemStore {
     fn count_unsynced(&mut self) -> Result<u64, LocalError> {
+        self.staged = None;
         let n = self.rows.values().filter(|r| r.sync_status.is_pending()).count();
         Ok(n as u64)
     }
 
     fn meta_get(&mut self, key: &str) -> Result<Option<String>, LocalError> {
+        self.staged = None;
         Ok(self.meta.get(key).cloned())
     }
 
     fn row_bases(&mut self) -> Result<Vec<RowBase>, LocalError> {
+        self.staged = None;
         Ok(self.rows.values().map(LocalRow::base).collect())
     }
 
     fn rows(&mut self, stable_ids: &[String]) -> Result<Vec<LocalRow>, LocalError> {
+        self.staged = None;
         Ok(stable_ids.iter().filter_map(|id| self.rows.get(id).cloned()).collect())
     }
 
     fn live_rows_with_content(&mut self, hash: &ContentHash) -> Result<u64, LocalError> {
+        self.staged = None;
         Ok(self.live_rows().filter(|r| r.id == *hash).count() as u64)
     }
 
@@ -362,6 +371,7 @@ impl LocalStore for MemStore {
     /// anything changes. Writes are checked and applied in order, as the
     /// `UPDATE … WHERE` statements of one SQL transaction would be.
     fn apply(&mut self, commit: &LocalCommit) -> Result<ApplyOutcome, LocalError> {
+        self.staged = None;
         if let Some(e) = self.fail_next_apply.take() {
             return Err(e);
         }
@@ -379,6 +389,23 @@ impl LocalStore for MemStore {
             self.meta.insert(k.clone(), v.clone());
         }
         Ok(outcome)
+    }
+
+    fn commit_begin(&mut self) -> Result<(), LocalError> {
+        self.staged = Some(Vec::new());
+        Ok(())
+    }
+
+    fn commit_writes(&mut self, writes: &[RowWrite]) -> Result<(), LocalError> {
+        let staged = self.staged.as_mut().ok_or_else(|| LocalError::Other("no open commit".to_owned()))?;
+        staged.extend_from_slice(writes);
+        Ok(())
+    }
+
+    /// Applies the staged writes and `meta` as one [`LocalStore::apply`].
+    fn commit_finish(&mut self, meta: &[(String, String)]) -> Result<ApplyOutcome, LocalError> {
+        let writes = self.staged.take().ok_or_else(|| LocalError::Other("no open commit".to_owned()))?;
+        self.apply(&LocalCommit { writes, meta: meta.to_vec() })
     }
 }
 
@@ -1159,7 +1186,6 @@ impl BlobHasher for MemBlobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::RowWrite;
 
     const T0: i64 = 1_700_000_000_000;
     const PROFILES: [ServerProfile; 3] =

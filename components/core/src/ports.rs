@@ -322,6 +322,19 @@ pub trait LocalStore {
     fn live_rows_with_content(&mut self, hash: &ContentHash) -> Result<u64, LocalError>;
     /// Applies `commit` in one transaction.
     fn apply(&mut self, commit: &LocalCommit) -> Result<ApplyOutcome, LocalError>;
+    /// A commit too large for one call, in parts (the sync's local commit:
+    /// at a first sync it writes every row). Opens one transaction, which
+    /// the store holds until [`LocalStore::commit_finish`]; an error from
+    /// any part rolls the whole commit back, and so does any other call on
+    /// the store before `commit_finish` (and closing the store).
+    fn commit_begin(&mut self) -> Result<(), LocalError>;
+    /// Applies `writes` inside the open commit, as [`LocalStore::apply`]
+    /// would: a row the app changed meanwhile is left alone (and reported by
+    /// `commit_finish`).
+    fn commit_writes(&mut self, writes: &[RowWrite]) -> Result<(), LocalError>;
+    /// Sets the `sync_metadata` keys `meta` and commits everything since
+    /// `commit_begin`; returns the rows left alone.
+    fn commit_finish(&mut self, meta: &[(String, String)]) -> Result<ApplyOutcome, LocalError>;
 }
 
 /// Wall clock and sleeping (WIT `clock`).

@@ -201,17 +201,17 @@ fn local_error_to_wit(e: core_ports::LocalError) -> wit_local::LocalError {
 }
 
 pub(crate) fn local_commit_to_wit(c: &core_ports::LocalCommit) -> wit_local::LocalCommit {
-    wit_local::LocalCommit {
-        writes: c
-            .writes
-            .iter()
-            .map(|w| wit_local::RowWrite {
-                row: local_row_to_wit(&w.row),
-                expected: w.expected.as_ref().map(local_row_to_wit),
-            })
-            .collect(),
-        meta: c.meta.clone(),
-    }
+    wit_local::LocalCommit { writes: row_writes_to_wit(&c.writes), meta: c.meta.clone() }
+}
+
+pub(crate) fn row_writes_to_wit(writes: &[core_ports::RowWrite]) -> Vec<wit_local::RowWrite> {
+    writes
+        .iter()
+        .map(|w| wit_local::RowWrite {
+            row: local_row_to_wit(&w.row),
+            expected: w.expected.as_ref().map(local_row_to_wit),
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 //! `remote_ports`. Each struct is zero-sized: all state lives in the host.
 
 use davsync_core::model::{ContentHash, LocalRow, RowBase};
-use davsync_core::ports::{ApplyOutcome, LocalCommit, LocalError, LocalStore, Progress, ProgressEvent};
+use davsync_core::ports::{
+    ApplyOutcome, LocalCommit, LocalError, LocalStore, Progress, ProgressEvent, RowWrite,
+};
 
 use crate::bindings::davsync::sync::{local_store, progress};
 use crate::convert;
@@ -40,6 +42,19 @@ impl LocalStore for HostLocalStore {
     fn apply(&mut self, commit: &LocalCommit) -> Result<ApplyOutcome, LocalError> {
         let skipped = local_store::apply(&convert::local_commit_to_wit(commit))
             .map_err(convert::local_error_from_wit)?;
+        Ok(ApplyOutcome { skipped })
+    }
+
+    fn commit_begin(&mut self) -> Result<(), LocalError> {
+        local_store::commit_begin().map_err(convert::local_error_from_wit)
+    }
+
+    fn commit_writes(&mut self, writes: &[RowWrite]) -> Result<(), LocalError> {
+        local_store::commit_writes(&convert::row_writes_to_wit(writes)).map_err(convert::local_error_from_wit)
+    }
+
+    fn commit_finish(&mut self, meta: &[(String, String)]) -> Result<ApplyOutcome, LocalError> {
+        let skipped = local_store::commit_finish(meta).map_err(convert::local_error_from_wit)?;
         Ok(ApplyOutcome { skipped })
     }
 }

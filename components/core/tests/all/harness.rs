@@ -269,6 +269,20 @@ impl LocalStore for AppStore {
         }
         self.inner.apply(commit)
     }
+    fn commit_begin(&mut self) -> Result<(), LocalError> {
+        self.inner.commit_begin()
+    }
+    fn commit_writes(&mut self, writes: &[davsync_core::ports::RowWrite]) -> Result<(), LocalError> {
+        if !writes.is_empty()
+            && let Some(hook) = self.before_apply.take()
+        {
+            hook(&mut self.inner);
+        }
+        self.inner.commit_writes(writes)
+    }
+    fn commit_finish(&mut self, meta: &[(String, String)]) -> Result<ApplyOutcome, LocalError> {
+        self.inner.commit_finish(meta)
+    }
 }
 
 type OpHook = Box<dyn FnMut(&str, &str)>;
