@@ -1150,7 +1150,14 @@ mod tests {
             .unwrap();
         assert_eq!(
             tables,
-            ["davsync_file_state", "files", "idx_files_id", "idx_files_sync_status", "sync_metadata"]
+            [
+                "davsync_file_state",
+                "files",
+                "idx_files_id",
+                "idx_files_sync_base",
+                "idx_files_sync_status",
+                "sync_metadata"
+            ]
         );
         let mode: String = f.store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
