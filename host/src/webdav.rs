@@ -33,50 +33,20 @@ use davsync_core::ports::{
     BlobError, BlobHasher, BlobTransfer, DownloadJob, Fetched, Precondition, RemoteDigest, RemoteEntry,
     RemoteError, RemoteStat, RemoteTransport, UploadJob, move_into_place,
 };
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 use ureq::http::{self, HeaderMap, Method, Response, StatusCode};
 
 use crate::folder::{open_local_blob, store_downloaded};
 
 mod multistatus;
+mod wire;
 use multistatus::{DavEntry, http_date_ms, parse_multistatus};
-
-/// Characters escaped in a path segment (RFC 3986 `pchar` minus a few
-/// harmless ones).
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'[')
-    .add(b'\\')
-    .add(b']')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
-
-/// Largest multistatus body accepted (a shard folder of 100k files is ~200 KB).
-const MULTISTATUS_BYTES_MAX: u64 = 32 * 1024 * 1024;
-/// Largest error body read (for the message).
-const ERROR_BODY_BYTES_MAX: u64 = 4 * 1024;
-/// Fast retries of a safe request (GET, PROPFIND) whose connection failed,
-/// e.g. a pooled keep-alive connection the server had closed. Everything else
-/// is retried by the core, with backoff.
-const SAFE_RETRIES: u32 = 2;
-
-const PROPFIND_BODY: &str = concat!(
-    r#"<?xml version="1.0" encoding="utf-8"?>"#,
-    r#"<D:propfind xmlns:D="DAV:"><D:prop>"#,
-    r#"<D:resourcetype/><D:getcontentlength/><D:getetag/><D:getlastmodified/>"#,
-    r#"</D:prop></D:propfind>"#
-);
+pub use wire::redact_url;
+use wire::{
+    ERROR_BODY_BYTES_MAX, Failure, MULTISTATUS_BYTES_MAX, PROPFIND_BODY, SAFE_RETRIES, SEGMENT, failure_of,
+    is_weak, weak_eq,
+};
 
 /// A password that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -160,22 +130,6 @@ impl WebDavConfig {
             request_timeout: Duration::from_secs(60),
             transfers: 4,
         })
-    }
-}
-
-/// A URL for messages: user info removed.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            if path.is_empty() && !rest.contains('/') {
-                format!("{scheme}://{host}")
-            } else {
-                format!("{scheme}://{host}/{path}")
-            }
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -570,16 +524,6 @@ impl WebDav {
     }
 }
 
-fn is_weak(etag: &str) -> bool {
-    etag.trim_start().starts_with("W/")
-}
-
-/// RFC 7232 weak comparison: equal once the `W/` prefixes are dropped.
-fn weak_eq(a: &str, b: &str) -> bool {
-    let strip = |s: &str| s.trim().trim_start_matches("W/").to_owned();
-    strip(a) == strip(b)
-}
-
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -589,40 +533,23 @@ fn transport_error(method: &Method, path: &str, e: ureq::Error) -> RemoteError {
     RemoteError::Unavailable(format!("{method} {path}: {e}"))
 }
 
-/// Maps a non-success status to the error the core acts on; passes 2xx on.
+/// Maps a non-success status to the error the core acts on (the shared
+/// table, `wire::failure_of`); passes 2xx on.
 fn expect_success(method: &str, path: &str, mut answer: Answer) -> Result<Answer, RemoteError> {
-    let status = answer.status();
-    if status.is_success() {
-        return Ok(answer);
-    }
-    let error = match status.as_u16() {
-        404 => RemoteError::NotFound,
-        409 => RemoteError::ParentMissing,
-        412 => RemoteError::PreconditionFailed,
-        423 => RemoteError::Locked,
-        401 => RemoteError::Unauthorized,
-        507 => RemoteError::InsufficientStorage,
-        code @ (300..=399) => {
-            let to = header_str(answer.headers(), "Location").map(redact_url).unwrap_or_default();
-            RemoteError::Protocol {
-                status: code,
-                message: format!("{method} {path} was redirected to {to:?}; redirects are not followed"),
-            }
+    let status = answer.status().as_u16();
+    let Some(failure) = failure_of(status) else { return Ok(answer) };
+    Err(wire::remote_error!(RemoteError, failure, |failure| match failure {
+        Failure::Redirected => RemoteError::Protocol {
+            status,
+            message: wire::redirect_message(method, path, header_str(answer.headers(), "Location")),
+        },
+        Failure::ServerError => RemoteError::Unavailable(format!("{method} {path}: server error {status}")),
+        _ => {
+            let body =
+                answer.body_mut().with_config().limit(ERROR_BODY_BYTES_MAX).read_to_vec().unwrap_or_default();
+            RemoteError::Protocol { status, message: wire::other_message(method, path, &body) }
         }
-        code @ (500..=599) => RemoteError::Unavailable(format!("{method} {path}: server error {code}")),
-        code => {
-            let text = answer
-                .body_mut()
-                .with_config()
-                .limit(ERROR_BODY_BYTES_MAX)
-                .lossy_utf8(true)
-                .read_to_string()
-                .unwrap_or_default();
-            let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
-            RemoteError::Protocol { status: code, message: format!("{method} {path}: {text}") }
-        }
-    };
-    Err(error)
+    }))
 }
 
 // ---------------------------------------------------------------------------
@@ -822,12 +749,5 @@ mod tests {
     fn urls_encode_each_segment() {
         let dav = WebDav::new(WebDavConfig::new("http://h/root dir/").unwrap());
         assert_eq!(dav.url("ab/a b#c.pdf"), "http://h/root dir/ab/a%20b%23c.pdf");
-    }
-
-    #[test]
-    fn etag_comparison_is_weak() {
-        assert!(weak_eq("W/\"1-2\"", "\"1-2\""));
-        assert!(!weak_eq("\"1-2\"", "\"1-3\""));
-        assert!(is_weak(" W/\"x\""));
     }
 }

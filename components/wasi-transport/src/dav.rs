@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
 use crate::bindings::exports::davsync::sync::blobs::{BlobError, RemoteDigest};
@@ -15,39 +15,10 @@ use crate::bindings::wasi;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, Answer, ReadError, Request};
 use crate::multistatus::{DavEntry, http_date_ms, parse_multistatus};
-
-/// Characters escaped in a path segment (as the native adapter does).
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'[')
-    .add(b'\\')
-    .add(b']')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
-
-/// Largest multistatus body accepted (a shard folder of 100k files is ~200 KB).
-const MULTISTATUS_BYTES_MAX: u64 = 32 * 1024 * 1024;
-/// Largest error body read (for the message).
-const ERROR_BODY_BYTES_MAX: u64 = 4 * 1024;
-/// Fast retries of a safe request (GET, PROPFIND) whose connection failed.
-const SAFE_RETRIES: u32 = 2;
-
-const PROPFIND_BODY: &str = concat!(
-    r#"<?xml version="1.0" encoding="utf-8"?>"#,
-    r#"<D:propfind xmlns:D="DAV:"><D:prop>"#,
-    r#"<D:resourcetype/><D:getcontentlength/><D:getetag/><D:getlastmodified/>"#,
-    r#"</D:prop></D:propfind>"#
-);
+use crate::wire::{
+    self, ERROR_BODY_BYTES_MAX, Failure, MULTISTATUS_BYTES_MAX, PROPFIND_BODY, SAFE_RETRIES, SEGMENT,
+    failure_of, is_weak, weak_eq,
+};
 
 /// The server's `Date` of the latest answer (valid when `SERVER_TIME_SET`).
 static SERVER_TIME_MS: AtomicI64 = AtomicI64::new(0);
@@ -300,70 +271,26 @@ fn stat_to_wit(s: crate::RemoteStat) -> RemoteStat {
     RemoteStat { size: s.size, etag: s.etag, modified_ms: s.modified_ms, is_collection: s.is_collection }
 }
 
-fn is_weak(etag: &str) -> bool {
-    etag.trim_start().starts_with("W/")
-}
-
-/// RFC 7232 weak comparison: equal once the `W/` prefixes are dropped.
-fn weak_eq(a: &str, b: &str) -> bool {
-    let strip = |s: &str| s.trim().trim_start_matches("W/").to_owned();
-    strip(a) == strip(b)
-}
-
-/// A URL for messages: user info removed.
-fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}/{path}")
-        }
-        None => url.to_owned(),
-    }
-}
-
-/// Maps a non-success status to the error the engine acts on (the same
-/// table as the native adapter's `expect_success`); passes 2xx on.
+/// Maps a non-success status to the error the engine acts on (the table
+/// shared with the native adapter, `wire::failure_of`); passes 2xx on.
 fn expect_success(method: &str, path: &str, mut answer: Answer) -> Result<Answer, RemoteError> {
     let status = answer.status;
-    if (200..300).contains(&status) {
-        return Ok(answer);
-    }
-    Err(match status {
-        404 => RemoteError::NotFound,
-        409 => RemoteError::ParentMissing,
-        412 => RemoteError::PreconditionFailed,
-        423 => RemoteError::Locked,
-        401 => RemoteError::Unauthorized,
-        507 => RemoteError::InsufficientStorage,
-        300..=399 => {
-            let to = answer.header("Location").map(redact_url).unwrap_or_default();
-            RemoteError::Protocol((
-                status,
-                format!("{method} {path} was redirected to {to:?}; redirects are not followed"),
-            ))
+    let Some(failure) = failure_of(status) else { return Ok(answer) };
+    Err(wire::remote_error!(RemoteError, failure, |failure| match failure {
+        Failure::Redirected => {
+            RemoteError::Protocol((status, wire::redirect_message(method, path, answer.header("Location"))))
         }
-        500..=599 => RemoteError::Unavailable(format!("{method} {path}: server error {status}")),
+        Failure::ServerError => RemoteError::Unavailable(format!("{method} {path}: server error {status}")),
         _ => {
             let body = answer.read_to_vec(ERROR_BODY_BYTES_MAX).unwrap_or_default();
-            let text: String =
-                String::from_utf8_lossy(&body).chars().filter(|c| !c.is_control()).take(200).collect();
-            RemoteError::Protocol((status, format!("{method} {path}: {text}")))
+            RemoteError::Protocol((status, wire::other_message(method, path, &body)))
         }
-    })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn etag_comparison_is_weak() {
-        assert!(weak_eq("W/\"1-2\"", "\"1-2\""));
-        assert!(!weak_eq("\"1-2\"", "\"1-3\""));
-        assert!(is_weak(" W/\"x\""));
-        assert!(!is_weak("\"x\""));
-    }
 
     #[test]
     fn paths_are_encoded_per_segment_under_the_root() {
@@ -372,6 +299,5 @@ mod tests {
         assert_eq!(dav.abs_path("ab/a b#c.pdf"), "/root%20dir/ab/a%20b%23c.pdf");
         assert_eq!(dav.url("x/y"), "http://h:1/root%20dir/x/y");
         assert_eq!(dav.decoded_path_of("ab/"), "/root dir/ab");
-        assert_eq!(redact_url("https://ann:pw@h/x"), "https://h/x");
     }
 }

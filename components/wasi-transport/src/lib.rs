@@ -7,10 +7,12 @@
 //! `wasi:random` for the engine's clock and randomness, and
 //! `wasi:cli/environment` for its configuration ([`config`]).
 //!
-//! It behaves like the native adapter (`host/src/webdav.rs`): the same status
-//! mapping to the typed remote errors ([`dav::expect_success`]), the same size
-//! caps, PROPFIND for `stat` / `list` parsed by the same multistatus parser
-//! (`host/src/webdav/multistatus.rs`, compiled here by path), MKCOL, MOVE
+//! It behaves like the native adapter (`host/src/webdav.rs`) and shares its
+//! wire code, compiled here by path: the status table, path escaping, size
+//! caps and ETag comparison (`host/src/webdav/wire.rs`, mapped to the typed
+//! remote errors in [`dav::expect_success`]), PROPFIND for `stat` / `list`
+//! parsed by the same multistatus parser (`host/src/webdav/multistatus.rs`),
+//! MKCOL, MOVE
 //! with `Overwrite`, the server clock from each answer's `Date`. Two
 //! differences, both because one instance serves one request under a
 //! serverless runtime: no capability probe (conditions are checked by the
@@ -26,6 +28,8 @@ mod dav;
 mod http;
 #[path = "../../../host/src/webdav/multistatus.rs"]
 mod multistatus;
+#[path = "../../../host/src/webdav/wire.rs"]
+mod wire;
 
 /// The generated bindings of the `wasi-transport` world.
 ///
