@@ -119,6 +119,7 @@ fn main() -> ExitCode {
 }
 
 fn run_cli() -> Result<bool> {
+    davsync_sim::tune_allocator();
     match Cli::parse().command {
         Command::Run { seeds, jobs, scenario } => run_many(&seeds, jobs, &scenario),
         Command::Replay { seed, scenario } => {

@@ -899,9 +899,8 @@ impl<'e> Sim<'e> {
         let Some(bytes) = self.remote.read("metadata.db") else { return Ok(()) };
         let db = RemoteDb::from_bytes(&bytes).map_err(|e| format!("{who}: bad metadata.db: {e}"))?;
         // The rows, leaving out `updated_at` (a wall-clock note, not state).
-        let ids: Vec<String> = db.row_versions().map_err(|e| e.to_string())?.into_keys().collect();
-        let mut rows = db.rows(&ids).map_err(|e| e.to_string())?;
-        rows.sort_by(|a, b| a.stable_id.cmp(&b.stable_id));
+        // Every row, sorted by `stable_id`, in one statement.
+        let rows = db.rows_changed_since(0).map_err(|e| e.to_string())?;
         self.oracle.published(rows.iter());
         let state: Vec<_> = rows.into_iter().map(|r| RemoteRow { updated_at: String::new(), ..r }).collect();
         let digest = ContentHash::of(format!("{state:?}").as_bytes());

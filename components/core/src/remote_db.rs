@@ -413,9 +413,11 @@ fn check_no_active_schema(conn: &Connection) -> Result<(), RemoteDbError> {
 /// Checks that `table` has the `required` columns and exactly `pk` as primary
 /// key (the upserts' `ON CONFLICT` target). Extra columns are fine.
 fn check_table(conn: &Connection, table: &str, required: &[&str], pk: &str) -> Result<(), RemoteDbError> {
-    let mut stmt = conn.prepare("SELECT name, pk FROM pragma_table_info(?1)").map_err(corrupt)?;
+    // The `PRAGMA` statement rather than the `pragma_table_info` function:
+    // half the cost (no virtual table), and `table` is one of our constants.
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info(\"{table}\")")).map_err(corrupt)?;
     let cols: HashMap<String, i64> = stmt
-        .query_map([table], |r| Ok((r.get::<_, String>(0)?.to_ascii_lowercase(), r.get(1)?)))
+        .query_map([], |r| Ok((r.get::<_, String>("name")?.to_ascii_lowercase(), r.get("pk")?)))
         .and_then(|rows| rows.collect())
         .map_err(corrupt)?;
     if cols.is_empty() {
@@ -745,6 +747,11 @@ mod tests {
         assert_wrong_schema(&set("version", "+1"), "version");
         assert_wrong_schema(&set("epoch", "../e"), "epoch");
         assert_wrong_schema(&set("schema_version", "2"), "schema_version");
+        let rekeyed = "ALTER TABLE sync_metadata RENAME TO old;
+            CREATE TABLE sync_metadata (key TEXT, value TEXT, updated_at TIMESTAMP, PRIMARY KEY (key, value));
+            INSERT INTO sync_metadata SELECT * FROM old; DROP TABLE old;";
+        assert_wrong_schema(&tamper(&good, rekeyed), "sync_metadata.key must be the primary key");
+        assert_wrong_schema(&tamper(&good, "DROP TABLE sync_metadata;"), "table sync_metadata is missing");
     }
 
     #[test]

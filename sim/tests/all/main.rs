@@ -16,6 +16,7 @@ use davsync_sim::{Config, Engine, Engines, Profile, run_seed};
 pub fn sweep(engine: Engine, profile: Profile, seeds: std::ops::Range<u64>) {
     let limit = std::env::var("DAVSYNC_SIM_SEEDS").ok().and_then(|v| v.parse::<u64>().ok());
     let seeds = seeds.start..limit.map_or(seeds.end, |n| seeds.end.min(seeds.start + n));
+    davsync_sim::tune_allocator();
     let cfg = Config { profile, ..Config::default() };
     let mut engines = Engines::new(engine);
     let mut failed = Vec::new();
