@@ -901,6 +901,7 @@ impl<'e> Sim<'e> {
         // The rows, leaving out `updated_at` (a wall-clock note, not state).
         // Every row, sorted by `stable_id`, in one statement.
         let rows = db.rows_changed_since(0).map_err(|e| e.to_string())?;
+        self.check_stamps_are_clock_readings(who, &rows)?;
         self.oracle.published(rows.iter());
         let state: Vec<_> = rows.into_iter().map(|r| RemoteRow { updated_at: String::new(), ..r }).collect();
         let digest = ContentHash::of(format!("{state:?}").as_bytes());
@@ -917,6 +918,28 @@ impl<'e> Sim<'e> {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// A hybrid logical clock's physical part is always some instance's
+    /// wall-clock reading (the largest it has made or seen), never a number
+    /// of its own: every published stamp lies within what the instances'
+    /// clocks can have shown so far (the world's time, give or take the
+    /// largest skew and the drift). A clock that stopped following the wall
+    /// clock (a Lamport counter, or one stuck at its first value) stays
+    /// causal, so only this catches it.
+    fn check_stamps_are_clock_readings(&self, who: &str, rows: &[RemoteRow]) -> Check {
+        let now = self.world_ms.load(Ordering::SeqCst);
+        // Drift is at most 500 ppm of the time since T0.
+        let slack = DAY_MS + (now - T0_MS) / 2_000 + 1;
+        let span = (T0_MS - slack)..=(now + slack);
+        match rows.iter().find(|r| !span.contains(&r.hlc.physical_ms)) {
+            Some(r) => Err(format!(
+                "{who}: {} is published with stamp {}, whose time no instance's clock can have shown \
+                 (world time {now} ms, clocks within {slack} ms of it)",
+                r.stable_id, r.hlc
+            )),
+            None => Ok(()),
         }
     }
 
