@@ -153,6 +153,9 @@ pub(crate) fn fetch(
 }
 
 /// One decided file, with what the sync needs to carry it out.
+// Plain pushes are most steps (all of a first sync): they stay inline, the
+// rarer and larger decisions are boxed.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     /// A plain push: the local row exactly as the compare read it.
     Push(ThinPush),
