@@ -469,17 +469,14 @@ impl LocalStore for SqliteStore {
         Ok(out)
     }
 
-    /// One indexed lookup per id, inside one read transaction (one snapshot).
+    /// One indexed lookup per id, inside one read transaction (one
+    /// snapshot), or inside the open commit, which stays open.
     fn rows(&mut self, stable_ids: &[String]) -> Result<Vec<LocalRow>, LocalError> {
-        self.end_open_commit();
-        let tx = self.conn.transaction().map_err(db_err)?;
-        let mut out = Vec::with_capacity(stable_ids.len());
-        for id in stable_ids {
-            if let Some(row) = read_row(&tx, id)? {
-                out.push(row);
-            }
+        if self.open_commit.is_some() {
+            return read_rows(&self.conn, stable_ids);
         }
-        Ok(out)
+        let tx = self.conn.transaction().map_err(db_err)?;
+        read_rows(&tx, stable_ids)
     }
 
     fn live_rows_with_content(&mut self, hash: &ContentHash) -> Result<u64, LocalError> {
@@ -538,6 +535,17 @@ impl LocalStore for SqliteStore {
             }
         }
     }
+}
+
+/// The rows of `stable_ids` that exist, in that order.
+fn read_rows(conn: &Connection, stable_ids: &[String]) -> Result<Vec<LocalRow>, LocalError> {
+    let mut out = Vec::with_capacity(stable_ids.len());
+    for id in stable_ids {
+        if let Some(row) = read_row(conn, id)? {
+            out.push(row);
+        }
+    }
+    Ok(out)
 }
 
 /// Applies `writes` inside the caller's transaction. Each write is applied
@@ -1340,10 +1348,13 @@ mod tests {
         assert_eq!(get(&mut f.store, "a").unwrap().remote_version, Some(9));
         assert!(get(&mut f.store, "fresh").is_some());
         assert_eq!(f.store.meta_get("k").unwrap().as_deref(), Some("v"));
-        // Not finished: another call rolls the parts back.
+        // Reading rows inside it leaves it open (and sees its writes).
         let b = row("b", "b");
         f.store.commit_begin().unwrap();
         f.store.commit_writes(&[RowWrite { row: b.clone(), expected: None }]).unwrap();
+        assert!(get(&mut f.store, "b").is_some());
+        // Not finished: another call rolls the parts back.
+        assert_eq!(f.store.meta_get("k").unwrap().as_deref(), Some("v"));
         assert_eq!(get(&mut f.store, "b"), None);
         assert!(f.store.commit_finish(&[]).is_err(), "the open commit was rolled back");
         // A failing part rolls back the parts before it.

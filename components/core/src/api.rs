@@ -224,3 +224,10 @@ impl From<InvalidValue> for SyncError {
         SyncError::Invalid(e.to_string())
     }
 }
+
+/// A `metadata.db` that cannot be read or merged into is the remote's fault.
+impl From<crate::remote_db::RemoteDbError> for SyncError {
+    fn from(e: crate::remote_db::RemoteDbError) -> Self {
+        SyncError::RemoteCorrupt(format!("metadata.db: {e}"))
+    }
+}

@@ -5,15 +5,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use sha2::{Digest, Sha256};
+
 use crate::api::{FileError, SyncError, SyncOptions, SyncSummary};
-use crate::hlc::HlcClock;
+use crate::hlc::{Hlc, HlcClock};
 use crate::lease::Lease;
-use crate::local_state::{self, LocalState};
+use crate::local_state::{self, LocalState, PushedInput};
 use crate::model::{BlobRef, LocalRow, RemoteRow, RowBase, SyncStatus, iso8601_utc};
 use crate::plan::{Action, DecideContext, decide};
 use crate::ports::{
-    BlobError, DownloadJob, Io, LocalCommit, Phase, Precondition, ProgressEvent, RemoteError, RowWrite,
-    UploadJob,
+    BlobError, DownloadJob, Io, LocalCommit, LocalError, Phase, Precondition, ProgressEvent, RemoteError,
+    RowWrite, UploadJob,
 };
 use crate::remote_db::RemoteDb;
 use crate::session::{METADATA_DB, Session, TMP_ROOT, VERSION_TXT};
@@ -151,13 +153,42 @@ pub(crate) fn fetch(
 }
 
 /// One decided file, with what the sync needs to carry it out.
-struct Step {
-    /// The local row as read; `None` also when it is the pushed row itself
-    /// (see [`Step::local`]).
-    local_row: Option<LocalRow>,
-    /// The local row is the row of the `Push` (a plain push of the local
-    /// state): kept once, not twice (100 MB at a first sync of 100,000 files).
-    local_in_push: bool,
+// Plain pushes are most steps (all of a first sync): they stay inline, the
+// rarer and larger decisions are boxed.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// A plain push: the local row exactly as the compare read it.
+    Push(ThinPush),
+    /// Any other decision, with the rows it was made from (boxed: a step
+    /// is the size of its largest variant, and most are plain pushes).
+    Full(Box<FullStep>),
+}
+
+/// A plain push, kept thin: a first sync pushes every row, and holding them
+/// all took ~110 MB at 100,000 files. The merge and the local commit read
+/// the row again, in chunks ([`reread_pushes`]), and use it only while it
+/// is still the row the compare read (same [`row_digest`]); a row the app
+/// changed meanwhile is left out of the commit and goes out with the next
+/// sync, like any row the app changes during a sync.
+struct ThinPush {
+    stable_id: String,
+    /// [`row_digest`] of the local row as the compare read it.
+    read_digest: [u8; 32],
+    /// The push's input and its stamp (what `pushed_inputs` records).
+    input: PushedInput,
+    /// The row's `file_type`: with the content hash, its blob.
+    file_type: String,
+    /// The remote row's stamp, if there is a remote row (the local commit's
+    /// clock observes it).
+    remote_hlc: Option<Hlc>,
+    /// The remote row is live with the same content: a metadata push.
+    same_content: bool,
+}
+
+/// A decision other than a plain push.
+struct FullStep {
+    /// The local row as read.
+    local: Option<LocalRow>,
     remote: Option<RemoteRow>,
     action: Action,
     /// The remote row is this instance's own push whose sync did not finish
@@ -168,18 +199,86 @@ struct Step {
 
 impl Step {
     fn new(local: Option<LocalRow>, remote: Option<RemoteRow>, action: Action, verify_blob: bool) -> Step {
-        let local_in_push = matches!((&action, &local), (Action::Push { row, .. }, Some(l)) if row == l);
-        let local_row = if local_in_push { None } else { local };
-        Step { local_row, local_in_push, remote, action, verify_blob }
-    }
-
-    /// The local row as the compare read it.
-    fn local(&self) -> Option<&LocalRow> {
-        match (&self.action, self.local_in_push) {
-            (Action::Push { row, .. }, true) => Some(row),
-            _ => self.local_row.as_ref(),
+        match (action, local) {
+            (Action::Push { row, stamp }, Some(l)) if row == l => {
+                Step::Push(ThinPush::new(&l, remote.as_ref(), stamp))
+            }
+            (action, local) => Step::Full(Box::new(FullStep { local, remote, action, verify_blob })),
         }
     }
+
+    fn stable_id(&self) -> &str {
+        match self {
+            Step::Push(p) => &p.stable_id,
+            Step::Full(f) => f.local.as_ref().map_or_else(
+                || f.remote.as_ref().map_or("", |r| r.stable_id.as_str()),
+                |l| l.stable_id.as_str(),
+            ),
+        }
+    }
+
+    fn pushes(&self) -> bool {
+        match self {
+            Step::Push(_) => true,
+            Step::Full(f) => matches!(f.action, Action::Push { .. }),
+        }
+    }
+
+    /// The decision, unless it is a plain push.
+    fn full(&self) -> Option<&FullStep> {
+        match self {
+            Step::Push(_) => None,
+            Step::Full(f) => Some(f.as_ref()),
+        }
+    }
+}
+
+impl ThinPush {
+    fn new(row: &LocalRow, remote: Option<&RemoteRow>, stamp: Hlc) -> ThinPush {
+        ThinPush {
+            stable_id: row.stable_id.clone(),
+            read_digest: row_digest(row),
+            input: PushedInput { stamp, id: row.id.clone(), deleted: row.deleted, meta: row.meta.digest() },
+            file_type: row.meta.file_type.clone(),
+            remote_hlc: remote.map(|r| r.hlc.clone()),
+            same_content: remote.is_some_and(|r| r.id == row.id && !r.deleted),
+        }
+    }
+
+    /// The blob the push publishes (none for a deletion).
+    fn blob(&self) -> Option<Result<BlobRef, String>> {
+        (!self.input.deleted)
+            .then(|| BlobRef::new(self.input.id.clone(), &self.file_type).map_err(|e| e.to_string()))
+    }
+}
+
+/// SHA-256 of every field of a local row: equal digests, equal rows.
+fn row_digest(row: &LocalRow) -> [u8; 32] {
+    Sha256::digest(serde_json::to_vec(row).expect("plain data serializes")).into()
+}
+
+/// The rows of the plain pushes in `chunk`, read again, keyed by stable id;
+/// only those still exactly as the compare read them.
+fn reread_pushes(io: &mut Io<'_>, chunk: &[Step]) -> Result<HashMap<String, LocalRow>, LocalError> {
+    let pushes: Vec<&ThinPush> = chunk
+        .iter()
+        .filter_map(|s| match s {
+            Step::Push(p) => Some(p),
+            Step::Full(_) => None,
+        })
+        .collect();
+    if pushes.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<String> = pushes.iter().map(|p| p.stable_id.clone()).collect();
+    let digests: HashMap<&str, &[u8; 32]> =
+        pushes.iter().map(|p| (p.stable_id.as_str(), &p.read_digest)).collect();
+    let rows = io.local.rows(&ids)?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| digests.get(r.stable_id.as_str()).is_some_and(|d| **d == row_digest(r)))
+        .map(|r| (r.stable_id.clone(), r))
+        .collect())
 }
 
 fn attempt_once(
@@ -219,7 +318,7 @@ fn attempt_once(
     summary.downloaded = transfer.downloaded;
 
     let now_iso = iso8601_utc(io.clock.now_ms());
-    let pushes_any = steps.iter().any(|s| matches!(s.action, Action::Push { .. }));
+    let pushes_any = steps.iter().any(Step::pushes);
     let needs_commit = pushes_any || fetched.is_new || fetched.version_txt != Some(fetched.db.version());
     // After a restore from an older copy, commit past every version this
     // instance has seen: a peer that recorded that number must not mistake
@@ -229,10 +328,10 @@ fn attempt_once(
     let final_version = if needs_commit {
         let new_version = fetched.head().max(known) + 1;
         record_own_pushes(io, &steps, &mut state.own_pushes)?;
-        // Built one at a time as the merge writes them: a first sync pushes
-        // every row, and a copy of them all is ~140 MB at 100,000 files.
-        let pushes = steps.iter().filter_map(|s| remote_row_of(s, &now_iso, new_version));
-        commit_remote(io, session, lease, reporter, &mut fetched, pushes, new_version, &now_iso)?;
+        reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
+        let left_out = merge_pushes(io, &mut fetched.db, &steps, new_version, &now_iso)?;
+        drop_steps(&mut steps, &left_out);
+        publish_remote(io, session, lease, &mut fetched)?;
         new_version
     } else {
         fetched.head()
@@ -243,8 +342,13 @@ fn attempt_once(
     // One transaction, sent in parts so that no call carries every row.
     io.local.commit_begin()?;
     let mut clock = state.seen.clone();
+    // Plain pushes the app changed since the merge: left alone, as the store
+    // leaves a row whose `expected` no longer matches.
+    let mut changed = Vec::new();
     for chunk in steps.chunks(LOCAL_COMMIT_CHUNK) {
-        let writes = local_writes(chunk, final_version, &mut clock);
+        // Read inside the open commit (the store allows reads there).
+        let mut reread = reread_pushes(io, chunk)?;
+        let writes = local_writes(chunk, &mut reread, final_version, &mut clock, &mut changed);
         if !writes.is_empty() {
             io.local.commit_writes(&writes)?;
         }
@@ -264,7 +368,8 @@ fn attempt_once(
     if transfer.errors.is_empty() {
         meta.push((local_state::META_VERSION.to_owned(), final_version.to_string()));
     }
-    let outcome = io.local.commit_finish(&meta)?;
+    let mut outcome = io.local.commit_finish(&meta)?;
+    outcome.skipped.extend(changed);
     count_outcome(&steps, &outcome.skipped, &mut summary);
     remove_deleted_blobs(io, &steps, &outcome.skipped);
     summary.errors = u32::try_from(transfer.errors.len()).unwrap_or(u32::MAX);
@@ -371,7 +476,7 @@ fn candidates(
 }
 
 fn corrupt(e: crate::remote_db::RemoteDbError) -> SyncError {
-    SyncError::RemoteCorrupt(format!("metadata.db: {e}"))
+    e.into()
 }
 
 /// Refuses to delete more than the configured share of local files.
@@ -387,7 +492,9 @@ fn guard_mass_delete(opts: &SyncOptions, bases: &[RowBase], steps: &[Step]) -> R
 }
 
 fn deletes_locally(step: &Step) -> bool {
-    matches!(&step.action, Action::Pull(r) if r.deleted) && step.local().is_some_and(|l| !l.deleted)
+    step.full().is_some_and(|f| {
+        matches!(&f.action, Action::Pull(r) if r.deleted) && f.local.as_ref().is_some_and(|l| !l.deleted)
+    })
 }
 
 /// Blob traffic of one attempt.
@@ -411,11 +518,13 @@ fn tmp_dir(instance: &str) -> String {
 
 /// The blob a step needs present on the remote (a live row being pushed).
 fn blob_to_publish(step: &Step) -> Option<Result<BlobRef, String>> {
-    match &step.action {
+    let f = match step {
+        Step::Push(p) => return p.blob(),
+        Step::Full(f) => f,
+    };
+    match &f.action {
         Action::Push { row, .. } if !row.deleted => Some(row.blob().map_err(|e| e.to_string())),
-        Action::Pull(r) | Action::MarkSynced(r) if step.verify_blob => {
-            Some(r.blob().map_err(|e| e.to_string()))
-        }
+        Action::Pull(r) | Action::MarkSynced(r) if f.verify_blob => Some(r.blob().map_err(|e| e.to_string())),
         _ => None,
     }
 }
@@ -630,7 +739,11 @@ fn remote_presence(
 
 /// The blob a step needs present locally (a live row the local side takes).
 fn blob_to_fetch(step: &Step) -> Option<Result<BlobRef, String>> {
-    let row_blob = match &step.action {
+    let f = match step {
+        Step::Push(p) => return p.blob(),
+        Step::Full(f) => f,
+    };
+    let row_blob = match &f.action {
         Action::Pull(r) if !r.deleted => r.blob(),
         Action::Push { row, .. } if !row.deleted => row.blob(),
         Action::MarkSynced(r) if !r.deleted => r.blob(),
@@ -712,10 +825,7 @@ fn download_blobs(
 }
 
 fn step_id(step: &Step) -> String {
-    step.local()
-        .map(|l| l.stable_id.clone())
-        .or_else(|| step.remote.as_ref().map(|r| r.stable_id.clone()))
-        .unwrap_or_default()
+    step.stable_id().to_owned()
 }
 
 /// Removes the steps at `indices` (their files wait for the next sync).
@@ -731,10 +841,9 @@ fn drop_steps(steps: &mut Vec<Step>, indices: &BTreeSet<usize>) {
     });
 }
 
-/// The remote row a step publishes in the commit of `version`, if any.
-fn remote_row_of(step: &Step, now_iso: &str, version: i64) -> Option<RemoteRow> {
-    let Action::Push { row, stamp } = &step.action else { return None };
-    Some(RemoteRow {
+/// The remote row that publishes `row` stamped `stamp` in the commit of `version`.
+fn remote_row(row: &LocalRow, stamp: &Hlc, now_iso: &str, version: i64) -> RemoteRow {
+    RemoteRow {
         stable_id: row.stable_id.clone(),
         id: row.id.clone(),
         meta: row.meta.clone(),
@@ -742,7 +851,47 @@ fn remote_row_of(step: &Step, now_iso: &str, version: i64) -> Option<RemoteRow> 
         remote_version: version,
         updated_at: now_iso.to_owned(),
         hlc: stamp.clone(),
-    })
+    }
+}
+
+/// Rows read again per `rows` call by the merge and the local commit.
+const REREAD_CHUNK: usize = 512;
+
+/// Merges the pushes into `db` as the commit of `version` (SPEC §3 step 7),
+/// one row at a time (no copy of them all); plain pushes are read again in
+/// chunks. Returns the indices of the plain pushes left out because the app
+/// changed the row since the compare: they wait for the next sync.
+fn merge_pushes(
+    io: &mut Io<'_>,
+    db: &mut RemoteDb,
+    steps: &[Step],
+    version: i64,
+    now_iso: &str,
+) -> Result<BTreeSet<usize>, SyncError> {
+    let mut left_out = BTreeSet::new();
+    db.commit_with(version, now_iso, |merge| -> Result<(), SyncError> {
+        for (c, chunk) in steps.chunks(REREAD_CHUNK).enumerate() {
+            let mut reread = reread_pushes(io, chunk)?;
+            for (k, step) in chunk.iter().enumerate() {
+                let row = match step {
+                    Step::Push(p) => match reread.remove(&p.stable_id) {
+                        Some(row) => remote_row(&row, &p.input.stamp, now_iso, version),
+                        None => {
+                            left_out.insert(c * REREAD_CHUNK + k);
+                            continue;
+                        }
+                    },
+                    Step::Full(f) => match &f.action {
+                        Action::Push { row, stamp } => remote_row(row, stamp, now_iso, version),
+                        _ => continue,
+                    },
+                };
+                merge.upsert(&row)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(left_out)
 }
 
 /// Remembers, before the remote commit, which local states this attempt
@@ -755,18 +904,28 @@ fn record_own_pushes(
     steps: &[Step],
     pushes: &mut local_state::OwnPushes,
 ) -> Result<(), Interrupted> {
-    let mut added = false;
-    for step in steps {
-        if let (Action::Push { stamp, .. }, Some(input)) = (&step.action, step.local()) {
-            added |= pushes.insert(input, stamp);
-        }
-    }
-    if !added {
+    if !add_own_pushes(steps, pushes) {
         return Ok(());
     }
     let meta = vec![(local_state::META_PUSHED.to_owned(), pushes.encode())];
     io.local.apply(&LocalCommit { writes: Vec::new(), meta })?;
     Ok(())
+}
+
+/// Adds the inputs of the pushes in `steps` to `pushes`; false when every
+/// one was recorded already.
+fn add_own_pushes(steps: &[Step], pushes: &mut local_state::OwnPushes) -> bool {
+    let mut added = false;
+    for step in steps {
+        added |= match step {
+            Step::Push(p) => pushes.insert_input(&p.stable_id, &p.input),
+            Step::Full(f) => match (&f.action, &f.local) {
+                (Action::Push { stamp, .. }, Some(input)) => pushes.insert(input, stamp),
+                _ => false,
+            },
+        };
+    }
+    added
 }
 
 /// Merge, upload `metadata.db`, then `version.txt` (SPEC §3 steps 7-8).
@@ -784,6 +943,17 @@ pub(crate) fn commit_remote<R: std::borrow::Borrow<RemoteRow>>(
 ) -> Result<(), Interrupted> {
     reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
     fetched.db.commit(pushes, new_version, now_iso).map_err(corrupt)?;
+    publish_remote(io, session, lease, fetched)
+}
+
+/// Uploads the merged `metadata.db`, then `version.txt` (SPEC §3 step 8).
+fn publish_remote(
+    io: &mut Io<'_>,
+    session: &mut Session,
+    lease: &mut Lease,
+    fetched: &mut Fetched,
+) -> Result<(), Interrupted> {
+    let new_version = fetched.db.version();
     let (version_txt, is_new, etag) = (fetched.version_txt, fetched.is_new, fetched.etag.clone());
     // Lent by SQLite, not copied (75 MiB at 100,000 files).
     let bytes = fetched.db.bytes().map_err(corrupt)?;
@@ -857,43 +1027,73 @@ fn fence(
 const LOCAL_COMMIT_CHUNK: usize = 512;
 
 /// The local rows as they must be after the commit (SPEC §3 step 9).
-fn local_writes(steps: &[Step], version: i64, clock: &mut HlcClock) -> Vec<RowWrite> {
+/// `reread` holds the plain pushes' rows as [`reread_pushes`] found them;
+/// one missing there was changed by the app and goes to `changed`, unwritten.
+fn local_writes(
+    steps: &[Step],
+    reread: &mut HashMap<String, LocalRow>,
+    version: i64,
+    clock: &mut HlcClock,
+    changed: &mut Vec<String>,
+) -> Vec<RowWrite> {
     let mut writes = Vec::with_capacity(steps.len());
     for step in steps {
-        if let Some(r) = &step.remote {
+        let f = match step {
+            Step::Push(p) => {
+                if let Some(h) = &p.remote_hlc {
+                    clock.observe(h);
+                }
+                clock.observe(&p.input.stamp);
+                match reread.remove(&p.stable_id) {
+                    Some(read) => {
+                        let row = settled_push(&read, &p.input.stamp, version);
+                        writes.push(RowWrite { row, expected: Some(read) });
+                    }
+                    None => changed.push(p.stable_id.clone()),
+                }
+                continue;
+            }
+            Step::Full(f) => f,
+        };
+        if let Some(r) = &f.remote {
             clock.observe(&r.hlc);
         }
-        let row = match &step.action {
+        let row = match &f.action {
             Action::Nothing => continue,
             Action::Push { row, stamp } => {
                 clock.observe(stamp);
-                LocalRow {
-                    sync_status: settled(row.deleted),
-                    remote_version: Some(version),
-                    sync_hash: Some(row.id.clone()),
-                    sync_meta: Some(row.meta.digest()),
-                    hlc: Some(stamp.clone()),
-                    conflict: None,
-                    ..row.clone()
-                }
+                settled_push(row, stamp, version)
             }
-            Action::Pull(r) | Action::MarkSynced(r) => from_remote(step.local(), r),
+            Action::Pull(r) | Action::MarkSynced(r) => from_remote(f.local.as_ref(), r),
             Action::Conflict(record) => LocalRow {
                 sync_status: SyncStatus::Conflict,
                 conflict: Some(record.clone()),
-                ..step.local().cloned().expect("conflicts have a local row")
+                ..f.local.clone().expect("conflicts have a local row")
             },
             Action::ForgetBase => LocalRow {
                 remote_version: None,
                 sync_hash: None,
                 sync_meta: None,
                 hlc: None,
-                ..step.local().cloned().expect("only local rows forget a base")
+                ..f.local.clone().expect("only local rows forget a base")
             },
         };
-        writes.push(RowWrite { row, expected: step.local().cloned() });
+        writes.push(RowWrite { row, expected: f.local.clone() });
     }
     writes
+}
+
+/// `row` as it is once published with `stamp` in the commit of `version`.
+fn settled_push(row: &LocalRow, stamp: &Hlc, version: i64) -> LocalRow {
+    LocalRow {
+        sync_status: settled(row.deleted),
+        remote_version: Some(version),
+        sync_hash: Some(row.id.clone()),
+        sync_meta: Some(row.meta.digest()),
+        hlc: Some(stamp.clone()),
+        conflict: None,
+        ..row.clone()
+    }
 }
 
 fn settled(deleted: bool) -> SyncStatus {
@@ -921,21 +1121,32 @@ fn from_remote(local: Option<&LocalRow>, r: &RemoteRow) -> LocalRow {
 fn count_outcome(steps: &[Step], skipped: &[String], summary: &mut SyncSummary) {
     let skipped: BTreeSet<&str> = skipped.iter().map(String::as_str).collect();
     for step in steps {
-        let id = step_id(step);
-        let applied = !skipped.contains(id.as_str());
-        match &step.action {
+        let applied = !skipped.contains(step.stable_id());
+        let f = match step {
+            Step::Push(p) if p.input.deleted => {
+                summary.deleted_remote += 1;
+                continue;
+            }
+            Step::Push(p) => {
+                summary.metadata_synced += u32::from(p.same_content);
+                continue;
+            }
+            Step::Full(f) => f,
+        };
+        let local = f.local.as_ref();
+        match &f.action {
             Action::Push { row, .. } if row.deleted => summary.deleted_remote += 1,
             Action::Push { row, .. } => {
-                let same_content = step.remote.as_ref().is_some_and(|r| r.id == row.id && !r.deleted);
+                let same_content = f.remote.as_ref().is_some_and(|r| r.id == row.id && !r.deleted);
                 if same_content {
                     summary.metadata_synced += 1;
                 }
             }
             Action::Pull(r) if r.deleted => {
-                summary.deleted_local += u32::from(applied && step.local().is_some_and(|l| !l.deleted));
+                summary.deleted_local += u32::from(applied && local.is_some_and(|l| !l.deleted));
             }
             Action::Pull(r) => {
-                summary.metadata_synced += u32::from(applied && step.local().is_some_and(|l| l.id == r.id));
+                summary.metadata_synced += u32::from(applied && local.is_some_and(|l| l.id == r.id));
             }
             Action::Conflict(_) if applied => summary.conflicts += 1,
             _ => {}
@@ -947,8 +1158,8 @@ fn count_outcome(steps: &[Step], skipped: &[String], summary: &mut SyncSummary) 
 /// them. Runs after the local commit: a crash here leaves an unused file,
 /// never a row without its file.
 fn remove_deleted_blobs(io: &mut Io<'_>, steps: &[Step], skipped: &[String]) {
-    for step in steps {
-        let (Action::Pull(r), Some(local)) = (&step.action, step.local()) else { continue };
+    for f in steps.iter().filter_map(Step::full) {
+        let (Action::Pull(r), Some(local)) = (&f.action, f.local.as_ref()) else { continue };
         if !r.deleted || local.deleted || skipped.contains(&local.stable_id) {
             continue;
         }
@@ -975,6 +1186,185 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local_state::OwnPushes;
+    use crate::mem::{
+        LocalFiles, MemBlobs, MemRemote, MemRemoteClient, MemStore, SeededRandom, ServerProfile, SimClock,
+        WorldClock,
+    };
+    use crate::model::{ContentHash, FileMeta};
+    use crate::ports::NoProgress;
+
+    const NOW: &str = "2026-01-01T00:00:00.000Z";
+
+    fn local_row(i: usize) -> LocalRow {
+        let deleted = i % 3 == 2;
+        LocalRow {
+            stable_id: format!("f{i:03}"),
+            id: ContentHash::of(format!("content {i}").as_bytes()),
+            meta: FileMeta {
+                filename: format!("f{i}.pdf"),
+                doc_id: format!("10.1/{i}"),
+                doc_id_type: "doi".into(),
+                file_type: if i % 2 == 0 { "pdf".into() } else { "tei".into() },
+                label: Some(format!("label {i}")),
+                doc_collections: "[\"a\"]".into(),
+                doc_metadata: "{}".into(),
+                file_metadata: "{}".into(),
+                ..FileMeta::default()
+            },
+            deleted,
+            sync_status: if deleted { SyncStatus::PendingDelete } else { SyncStatus::Modified },
+            remote_version: (i % 4 == 1).then_some(3),
+            sync_hash: None,
+            sync_meta: None,
+            local_modified_at_ms: 1_000 + i as i64,
+            hlc: None,
+            conflict: None,
+        }
+    }
+
+    fn stamp(i: usize) -> Hlc {
+        Hlc { physical_ms: 5_000 + i as i64, counter: 0, instance: "me".into() }
+    }
+
+    /// A remote row for some files, with the same content (a metadata push).
+    fn remote_of(row: &LocalRow, i: usize) -> Option<RemoteRow> {
+        (i % 4 == 1).then(|| RemoteRow {
+            stable_id: row.stable_id.clone(),
+            id: row.id.clone(),
+            meta: FileMeta { label: Some("old".into()), ..row.meta.clone() },
+            deleted: false,
+            remote_version: 3,
+            updated_at: NOW.into(),
+            hlc: Hlc { physical_ms: 4_000, counter: i as u32, instance: "other".into() },
+        })
+    }
+
+    /// Each push twice: as the compare makes it (thin) and with its rows (full).
+    fn pushes(n: usize) -> (Vec<Step>, Vec<Step>) {
+        let (mut thin, mut full) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let row = local_row(i);
+            let action = Action::Push { row: row.clone(), stamp: stamp(i) };
+            thin.push(Step::new(Some(row.clone()), remote_of(&row, i), action.clone(), false));
+            let full_step =
+                FullStep { local: Some(row.clone()), remote: remote_of(&row, i), action, verify_blob: false };
+            full.push(Step::Full(Box::new(full_step)));
+        }
+        assert!(thin.iter().all(|s| matches!(s, Step::Push(_))), "plain pushes are thin");
+        (thin, full)
+    }
+
+    fn with_io<T>(store: &mut MemStore, f: impl FnOnce(&mut Io<'_>) -> T) -> T {
+        let world = WorldClock::new(0);
+        let server = MemRemote::new(ServerProfile::Strict, world.clone());
+        let mut remote = MemRemoteClient::new(server.clone());
+        let mut blobs = MemBlobs::new(LocalFiles::new(), MemRemoteClient::new(server));
+        let mut clock = SimClock::new(world, 0);
+        let mut random = SeededRandom::new(1);
+        let mut progress = NoProgress;
+        let mut io = Io {
+            local: store,
+            remote: &mut remote,
+            blobs: &mut blobs,
+            clock: &mut clock,
+            random: &mut random,
+            progress: &mut progress,
+        };
+        f(&mut io)
+    }
+
+    /// What one path commits: the merged database's rows, the local writes,
+    /// the clock after them, the rows left out, and the push records.
+    type Committed = (Vec<RemoteRow>, Vec<RowWrite>, Hlc, Vec<String>, OwnPushes, u32, u32);
+
+    fn commit_both_ways(store: &mut MemStore, steps: &mut Vec<Step>) -> Committed {
+        with_io(store, |io| {
+            let mut own = OwnPushes::new();
+            add_own_pushes(steps, &mut own);
+            let mut db = RemoteDb::create("e1").unwrap();
+            let left_out = merge_pushes(io, &mut db, steps, 1, NOW).unwrap();
+            drop_steps(steps, &left_out);
+            let ids: Vec<String> = (0..1000).map(|i| format!("f{i:03}")).collect();
+            let remote_rows = db.rows(&ids).unwrap();
+            let mut clock = HlcClock::new("me", None);
+            let (mut writes, mut changed) = (Vec::new(), Vec::new());
+            for chunk in steps.chunks(7) {
+                let mut reread = reread_pushes(io, chunk).unwrap();
+                writes.extend(local_writes(chunk, &mut reread, 1, &mut clock, &mut changed));
+            }
+            let mut summary = SyncSummary::default();
+            count_outcome(steps, &changed, &mut summary);
+            (
+                remote_rows,
+                writes,
+                clock.current(),
+                changed,
+                own,
+                summary.deleted_remote,
+                summary.metadata_synced,
+            )
+        })
+    }
+
+    fn store_with(n: usize) -> MemStore {
+        let mut store = MemStore::new();
+        for i in 0..n {
+            let row = local_row(i);
+            store.rows.insert(row.stable_id.clone(), row);
+        }
+        store
+    }
+
+    #[test]
+    fn thin_pushes_commit_exactly_what_full_rows_commit() {
+        let n = 40;
+        let (mut thin, mut full) = pushes(n);
+        let by_thin = commit_both_ways(&mut store_with(n), &mut thin);
+        let by_full = commit_both_ways(&mut store_with(n), &mut full);
+        assert_eq!(by_thin.0.len(), n, "every push merged");
+        assert_eq!(by_thin.1.len(), n, "every push written locally");
+        assert!(by_thin.3.is_empty());
+        assert_eq!(by_thin, by_full);
+    }
+
+    #[test]
+    fn a_plain_push_the_app_changed_since_the_compare_is_left_out_of_the_commit() {
+        let n = 10;
+        let (mut thin, _) = pushes(n);
+        let mut store = store_with(n);
+        store.rows.get_mut("f004").unwrap().meta.label = Some("edited during the sync".into());
+        let (remote_rows, writes, ..) = commit_both_ways(&mut store, &mut thin);
+        assert_eq!(remote_rows.len(), n - 1);
+        assert!(remote_rows.iter().all(|r| r.stable_id != "f004"), "not published");
+        assert!(writes.iter().all(|w| w.row.stable_id != "f004"), "not marked synced");
+        assert_eq!(store.rows["f004"].sync_status, SyncStatus::Modified, "still pending");
+    }
+
+    #[test]
+    fn a_plain_push_changed_after_the_merge_is_left_alone_by_the_local_commit() {
+        let n = 10;
+        let (thin, _) = pushes(n);
+        let mut store = store_with(n);
+        let left_out = with_io(&mut store, |io| {
+            merge_pushes(io, &mut RemoteDb::create("e1").unwrap(), &thin, 1, NOW).unwrap()
+        });
+        assert!(left_out.is_empty());
+        store.rows.get_mut("f007").unwrap().meta.label = Some("edited after the merge".into());
+        let (writes, changed) = with_io(&mut store, |io| {
+            let mut reread = reread_pushes(io, &thin).unwrap();
+            let mut changed = Vec::new();
+            let writes = local_writes(&thin, &mut reread, 1, &mut HlcClock::new("me", None), &mut changed);
+            (writes, changed)
+        });
+        assert_eq!(changed, ["f007"]);
+        assert_eq!(writes.len(), n - 1);
+        assert!(
+            writes
+                .iter()
+                .all(|w| w.expected.as_ref() == Some(&local_row(w.row.stable_id[1..].parse().unwrap())))
+        );
+    }
 
     #[test]
     fn batches_grow_while_quick_and_shrink_when_slow() {

@@ -92,11 +92,16 @@ impl OwnPushes {
             deleted: row.deleted,
             meta: row.meta.digest(),
         };
-        let inputs = self.0.entry(row.stable_id.clone()).or_default();
+        self.insert_input(&row.stable_id, &input)
+    }
+
+    /// [`OwnPushes::insert`] of an input already taken from its row.
+    pub fn insert_input(&mut self, stable_id: &str, input: &PushedInput) -> bool {
+        let inputs = self.0.entry(stable_id.to_owned()).or_default();
         if inputs.iter().any(|i| i.stamp == input.stamp) {
             return false;
         }
-        inputs.push(input);
+        inputs.push(input.clone());
         true
     }
 

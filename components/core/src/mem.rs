@@ -197,7 +197,7 @@ pub struct MemStore {
     /// and clears the switch.
     pub fail_next_apply: Option<LocalError>,
     /// The writes of an open commit ([`LocalStore::commit_begin`]), applied
-    /// by `commit_finish`; any other call drops them (a rollback).
+    /// by `commit_finish`; any other call but `rows` drops them (a rollback).
     staged: Option<Vec<RowWrite>>,
 }
 
@@ -357,8 +357,8 @@ impl LocalStore for MemStore {
         Ok(self.rows.values().map(LocalRow::base).collect())
     }
 
+    /// Leaves an open commit open: the rows as they were before it.
     fn rows(&mut self, stable_ids: &[String]) -> Result<Vec<LocalRow>, LocalError> {
-        self.staged = None;
         Ok(stable_ids.iter().filter_map(|id| self.rows.get(id).cloned()).collect())
     }
 

@@ -315,7 +315,10 @@ pub trait LocalStore {
     fn meta_get(&mut self, key: &str) -> Result<Option<String>, LocalError>;
     /// The thin summary of every row.
     fn row_bases(&mut self) -> Result<Vec<RowBase>, LocalError>;
-    /// Full rows for the given stable ids (unknown ids are left out).
+    /// Full rows for the given stable ids (unknown ids are left out). Also
+    /// allowed inside an open commit ([`LocalStore::commit_begin`]), which
+    /// it leaves open: the sync reads each row it writes there just before
+    /// writing it, so rows the commit has written are never asked for.
     fn rows(&mut self, stable_ids: &[String]) -> Result<Vec<LocalRow>, LocalError>;
     /// How many live (not deleted) rows have content `hash`; a blob is only
     /// removed locally when no live row uses it any more.
@@ -326,7 +329,8 @@ pub trait LocalStore {
     /// at a first sync it writes every row). Opens one transaction, which
     /// the store holds until [`LocalStore::commit_finish`]; an error from
     /// any part rolls the whole commit back, and so does any other call on
-    /// the store before `commit_finish` (and closing the store).
+    /// the store but [`LocalStore::rows`] before `commit_finish` (and
+    /// closing the store).
     fn commit_begin(&mut self) -> Result<(), LocalError>;
     /// Applies `writes` inside the open commit, as [`LocalStore::apply`]
     /// would: a row the app changed meanwhile is left alone (and reported by

@@ -124,11 +124,25 @@ impl RemoteDb {
     pub const SCHEMA_VERSION: i64 = 1;
 
     /// A brand-new remote: version 0, the given `epoch`, current schema.
+    ///
+    /// Like a downloaded database, it lives in one resizable buffer (SQLite's
+    /// `memdb`), not in a `:memory:` page cache: [`RemoteDb::bytes`] then
+    /// lends that buffer instead of copying every page into a new one, and
+    /// the pages are not held twice (a first sync of 100,000 files builds a
+    /// 75 MiB database; as `:memory:` it took ~85 MB of cache plus the 75 MiB
+    /// copy to upload it).
     pub fn create(epoch: &str) -> Result<RemoteDb, RemoteDbError> {
         validate_stable_id(epoch).map_err(|e| wrong(format!("epoch: {e}")))?;
-        let conn = Connection::open_in_memory().map_err(sql_err)?;
+        let mut conn = Connection::open_in_memory().map_err(sql_err)?;
         conn.execute_batch("PRAGMA trusted_schema = OFF;").map_err(sql_err)?;
-        conn.execute_batch(SCHEMA).map_err(sql_err)?;
+        // The empty schema (a few pages) is built in memory, then moved into
+        // a resizable buffer that every later write grows.
+        let empty = {
+            let mut scratch = Connection::open_in_memory().map_err(sql_err)?;
+            scratch.execute_batch(SCHEMA).map_err(sql_err)?;
+            scratch.serialize(MAIN_DB).map_err(sql_err)?.to_vec()
+        };
+        conn.deserialize_read_exact(MAIN_DB, &empty[..], empty.len(), false).map_err(sql_err)?;
         // updated_at is NULL rather than CURRENT_TIMESTAMP: the core has no
         // clock here, and SQLite's own would make the bytes nondeterministic.
         let schema_version = Self::SCHEMA_VERSION.to_string();
@@ -264,30 +278,31 @@ impl RemoteDb {
         new_version: i64,
         now_iso: &str,
     ) -> Result<(), RemoteDbError> {
+        self.commit_with(new_version, now_iso, |merge| {
+            rows.into_iter().try_for_each(|row| merge.upsert(row.borrow()))
+        })
+    }
+
+    /// [`RemoteDb::commit`] for a caller whose rows come from I/O of its own
+    /// that may fail part-way: `produce` hands each row to [`Merge::upsert`];
+    /// an error from it (or from an upsert) rolls everything back and is
+    /// returned as it is.
+    pub fn commit_with<E: From<RemoteDbError>>(
+        &mut self,
+        new_version: i64,
+        now_iso: &str,
+        produce: impl FnOnce(&mut Merge<'_, '_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         if new_version <= self.version {
             let msg =
                 format!("commit version {new_version} is not above the current version {}", self.version);
-            return Err(RemoteDbError::Sqlite(msg));
+            return Err(RemoteDbError::Sqlite(msg).into());
         }
         // Dropped without `commit()` on any error below: rolled back.
         let tx = self.conn.transaction().map_err(sql_err)?;
         {
             let mut upsert = tx.prepare(&upsert_sql()).map_err(sql_err)?;
-            for row in rows {
-                let row = row.borrow();
-                let invalid = |source| RemoteDbError::InvalidRow { stable_id: row.stable_id.clone(), source };
-                if row.remote_version != new_version {
-                    let reason = format!("must equal the commit's version {new_version}");
-                    return Err(invalid(InvalidValue::new(
-                        "remote_version",
-                        &row.remote_version.to_string(),
-                        &reason,
-                    )));
-                }
-                // Never write what we would refuse to read back.
-                row.validate().map_err(invalid)?;
-                upsert_row(&mut upsert, row).map_err(sql_err)?;
-            }
+            produce(&mut Merge { upsert: &mut upsert, new_version })?;
         }
         let changed = tx
             .execute(
@@ -296,7 +311,7 @@ impl RemoteDb {
             )
             .map_err(sql_err)?;
         if changed != 1 {
-            return Err(RemoteDbError::Sqlite(format!("updated {changed} version rows instead of 1")));
+            return Err(RemoteDbError::Sqlite(format!("updated {changed} version rows instead of 1")).into());
         }
         tx.commit().map_err(sql_err)?;
         self.version = new_version;
@@ -313,6 +328,30 @@ impl RemoteDb {
     /// which is lent out as it is (75 MiB at 100,000 rows, not copied twice).
     pub fn bytes(&mut self) -> Result<impl std::ops::Deref<Target = [u8]> + '_, RemoteDbError> {
         self.conn.serialize(MAIN_DB).map_err(sql_err)
+    }
+}
+
+/// The rows of an open commit ([`RemoteDb::commit_with`]).
+#[allow(missing_debug_implementations)]
+pub struct Merge<'tx, 's> {
+    upsert: &'s mut Statement<'tx>,
+    new_version: i64,
+}
+
+impl Merge<'_, '_> {
+    /// Validates `row`, which must be stamped with the commit's version,
+    /// and upserts it.
+    pub fn upsert(&mut self, row: &RemoteRow) -> Result<(), RemoteDbError> {
+        let invalid = |source| RemoteDbError::InvalidRow { stable_id: row.stable_id.clone(), source };
+        if row.remote_version != self.new_version {
+            let reason = format!("must equal the commit's version {}", self.new_version);
+            let value = row.remote_version.to_string();
+            return Err(invalid(InvalidValue::new("remote_version", &value, &reason)));
+        }
+        // Never write what we would refuse to read back.
+        row.validate().map_err(invalid)?;
+        upsert_row(self.upsert, row).map_err(sql_err)?;
+        Ok(())
     }
 }
 
@@ -870,5 +909,32 @@ mod tests {
     #[test]
     fn create_refuses_a_bad_epoch() {
         assert!(matches!(RemoteDb::create("../e"), Err(RemoteDbError::WrongSchema(_))));
+    }
+
+    #[test]
+    fn a_new_database_is_one_buffer_that_is_lent_not_copied() {
+        let mut db = RemoteDb::create("e1").unwrap();
+        let rows: Vec<RemoteRow> = (0..2_000).map(|i| row(&format!("r{i}"), 1)).collect();
+        db.commit(&rows, 1, "now").unwrap();
+        assert!(matches!(db.conn.serialize(MAIN_DB).unwrap(), rusqlite::serialize::Data::Shared(_)));
+        let bytes = db.to_bytes().unwrap();
+        let reopened = RemoteDb::from_bytes(&bytes).unwrap();
+        assert_eq!((reopened.version(), reopened.epoch()), (1, "e1"));
+        assert_eq!(reopened.rows(&ids(&["r0", "r1999"])).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn commit_with_rolls_back_on_the_producer_s_error() {
+        let mut db = RemoteDb::create("e1").unwrap();
+        let result: Result<(), RemoteDbError> = db.commit_with(1, "now", |merge| {
+            merge.upsert(&row("a", 1))?;
+            Err(RemoteDbError::Sqlite("the producer failed".into()))
+        });
+        assert!(result.is_err());
+        assert_eq!(db.version(), 0);
+        assert!(db.rows(&ids(&["a"])).unwrap().is_empty(), "rolled back");
+        db.commit_with(1, "now", |merge| merge.upsert(&row("a", 1))).unwrap();
+        assert_eq!(db.version(), 1);
+        assert_eq!(db.rows(&ids(&["a"])).unwrap().len(), 1);
     }
 }
