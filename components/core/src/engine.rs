@@ -1205,7 +1205,7 @@ mod tests {
                 filename: format!("f{i}.pdf"),
                 doc_id: format!("10.1/{i}"),
                 doc_id_type: "doi".into(),
-                file_type: if i % 2 == 0 { "pdf".into() } else { "tei".into() },
+                file_type: if i.is_multiple_of(2) { "pdf".into() } else { "tei".into() },
                 label: Some(format!("label {i}")),
                 doc_collections: "[\"a\"]".into(),
                 doc_metadata: "{}".into(),
