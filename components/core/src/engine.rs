@@ -399,7 +399,7 @@ fn compare(
         let mut locals: HashMap<String, LocalRow> =
             io.local.rows(chunk)?.into_iter().map(|r| (r.stable_id.clone(), r)).collect();
         let mut remotes: HashMap<String, RemoteRow> =
-            fetched.db.rows(chunk).map_err(corrupt)?.into_iter().map(|r| (r.stable_id.clone(), r)).collect();
+            fetched.db.rows(chunk)?.into_iter().map(|r| (r.stable_id.clone(), r)).collect();
         for id in chunk {
             let local = locals.remove(id);
             let remote = remotes.remove(id);
@@ -443,8 +443,7 @@ fn candidates(
         Ok(k) => remote_rv[order[k] as usize] = Some(rv),
         Err(_) if seen_up_to.is_none_or(|v| rv > v) => ids.push(id.to_owned()),
         Err(_) => {}
-    })
-    .map_err(corrupt)?;
+    })?;
     // The remote lost a commit this instance knew (a row older than our base,
     // or gone): on a server that ignores conditional requests, a stalled
     // former lease holder overwrote `metadata.db` with a version built
@@ -467,16 +466,11 @@ fn candidates(
             if find(id).is_err() {
                 ids.push(id.to_owned());
             }
-        })
-        .map_err(corrupt)?;
+        })?;
     }
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)
-}
-
-fn corrupt(e: crate::remote_db::RemoteDbError) -> SyncError {
-    e.into()
 }
 
 /// Refuses to delete more than the configured share of local files.
@@ -942,7 +936,7 @@ pub(crate) fn commit_remote<R: std::borrow::Borrow<RemoteRow>>(
     now_iso: &str,
 ) -> Result<(), Interrupted> {
     reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
-    fetched.db.commit(pushes, new_version, now_iso).map_err(corrupt)?;
+    fetched.db.commit(pushes, new_version, now_iso).map_err(SyncError::from)?;
     publish_remote(io, session, lease, fetched)
 }
 
@@ -956,7 +950,7 @@ fn publish_remote(
     let new_version = fetched.db.version();
     let (version_txt, is_new, etag) = (fetched.version_txt, fetched.is_new, fetched.etag.clone());
     // Lent by SQLite, not copied (75 MiB at 100,000 files).
-    let bytes = fetched.db.bytes().map_err(corrupt)?;
+    let bytes = fetched.db.bytes().map_err(SyncError::from)?;
     let bytes: &[u8] = &bytes;
 
     lease.confirm(session, io)?;

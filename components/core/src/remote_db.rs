@@ -539,19 +539,28 @@ fn describe(v: ValueRef<'_>) -> String {
 }
 
 /// A TEXT column, NULL allowed. Anything else is type confusion.
-fn opt_text(i: usize, v: ValueRef<'_>) -> Result<Option<String>, InvalidValue> {
+/// A TEXT column, NULL allowed, borrowed from the row.
+fn opt_str<'a>(i: usize, v: ValueRef<'a>) -> Result<Option<&'a str>, InvalidValue> {
     match v {
         ValueRef::Null => Ok(None),
         ValueRef::Text(t) => match std::str::from_utf8(t) {
-            Ok(s) => Ok(Some(s.to_owned())),
+            Ok(s) => Ok(Some(s)),
             Err(_) => Err(InvalidValue::new(COLUMNS[i], &describe(v), "is not valid UTF-8")),
         },
         _ => Err(InvalidValue::new(COLUMNS[i], &describe(v), "must be TEXT")),
     }
 }
 
+fn req_str<'a>(i: usize, v: ValueRef<'a>) -> Result<&'a str, InvalidValue> {
+    opt_str(i, v)?.ok_or_else(|| InvalidValue::new(COLUMNS[i], "NULL", "must not be NULL"))
+}
+
+fn opt_text(i: usize, v: ValueRef<'_>) -> Result<Option<String>, InvalidValue> {
+    Ok(opt_str(i, v)?.map(str::to_owned))
+}
+
 fn req_text(i: usize, v: ValueRef<'_>) -> Result<String, InvalidValue> {
-    opt_text(i, v)?.ok_or_else(|| InvalidValue::new(COLUMNS[i], "NULL", "must not be NULL"))
+    req_str(i, v).map(str::to_owned)
 }
 
 /// An INTEGER column, NULL allowed.
@@ -570,12 +579,7 @@ fn flag(i: usize, v: ValueRef<'_>) -> Result<bool, InvalidValue> {
 
 /// The two columns [`RemoteDb::for_each_row_version`] reads, checked.
 fn decode_version<'a>(id: ValueRef<'a>, ver: ValueRef<'_>) -> Result<(&'a str, i64), InvalidValue> {
-    let stable_id = match id {
-        ValueRef::Text(t) => std::str::from_utf8(t)
-            .map_err(|_| InvalidValue::new(COLUMNS[0], &describe(id), "is not valid UTF-8"))?,
-        ValueRef::Null => return Err(InvalidValue::new(COLUMNS[0], "NULL", "must not be NULL")),
-        _ => return Err(InvalidValue::new(COLUMNS[0], &describe(id), "must be TEXT")),
-    };
+    let stable_id = req_str(0, id)?;
     validate_stable_id(stable_id)?;
     Ok((stable_id, remote_version(ver)?))
 }
