@@ -67,6 +67,37 @@ impl std::fmt::Debug for ComponentEngine {
 /// What the component's imports act on during one call.
 pub(crate) struct HostState {
     pub(crate) ports: Ports,
+    /// The guest's linear memory, which only ever grows within a call.
+    memory: MemoryWatermark,
+}
+
+/// Records the largest size the guest's linear memory grew to (it never
+/// shrinks, so this is what one call costs in host memory); allows every
+/// growth, as wasmtime's default does (the guest is our own component).
+#[derive(Debug, Default)]
+struct MemoryWatermark {
+    peak_bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryWatermark {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.peak_bytes = self.peak_bytes.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl ComponentEngine {
@@ -93,12 +124,16 @@ impl ComponentEngine {
         ports: Ports,
         call: impl FnOnce(&mut Store<HostState>, &SyncEngine) -> wasmtime::Result<T>,
     ) -> (Result<T>, Ports) {
-        let mut store = Store::new(&self.engine, HostState { ports });
+        let mut store = Store::new(&self.engine, HostState { ports, memory: MemoryWatermark::default() });
         store.set_hostcall_fuel(HOSTCALL_FUEL_BYTES);
+        store.limiter(|state| &mut state.memory);
         let result = wt(self.pre.instantiate(&mut store))
             .context("instantiating the sync component")
             .and_then(|bindings| wt(call(&mut store, &bindings)).context("the sync component trapped"));
-        (result, store.into_data().ports)
+        let state = store.into_data();
+        let peak_mib = state.memory.peak_bytes as f64 / 1_048_576.0;
+        tracing::debug!(target: "davsync::memory", peak_mib, "the guest's linear memory at its largest");
+        (result, state.ports)
     }
 }
 
@@ -206,8 +241,24 @@ fn load_or_compile(engine: &Engine, cache_dir: Option<&Path>) -> Result<Componen
     if let Err(e) = store_cached(&component, dir, &path) {
         tracing::warn!("could not cache the compiled component in {}: {e:#}", dir.display());
     }
+    give_back_freed_memory();
     Ok(component)
 }
+
+/// Hands the heap memory freed since start back to the kernel. Compiling
+/// the component (once per install) peaks at ~70 MB of short-lived
+/// allocations, which glibc would otherwise keep for the rest of the
+/// process, on top of what the call then needs (a first sync of 100,000
+/// files: 247 MB peak instead of 212 when it compiled first).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn give_back_freed_memory() {
+    // SAFETY: malloc_trim only releases free memory of glibc's own arenas.
+    unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_freed_memory() {}
 
 #[allow(unsafe_code)]
 fn deserialize_cached(engine: &Engine, path: &Path) -> Result<Component> {
