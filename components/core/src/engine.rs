@@ -3,7 +3,7 @@
 //! commit before the local one. ARCHITECTURE.md explains why each step is
 //! where it is.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
 
 use sha2::{Digest, Sha256};
 
@@ -95,6 +95,11 @@ fn run_attempts(
             *lease = Some(Lease::acquire(session, io, opts, &state.instance)?);
         }
         let held = lease.as_mut().expect("lease acquired above");
+        if attempt > 1 {
+            // What the attempts before recorded of their pushes (any of their
+            // commits may have landed).
+            state.own_pushes = local_state::load_own_pushes(io)?;
+        }
         match attempt_once(io, opts, state, session, held, reporter) {
             Ok(summary) => return Ok(summary),
             Err(Interrupted::Fenced) => {
@@ -128,15 +133,19 @@ impl Fetched {
     }
 }
 
+/// Downloads and opens `metadata.db` with room in its buffer for `pushes`
+/// rows to be added ([`RemoteDb::from_bytes_with_room`]), or makes a new one
+/// (sized later: [`attempt_once`]).
 pub(crate) fn fetch(
     io: &mut Io<'_>,
     opts: &SyncOptions,
     session: &mut Session,
+    pushes: usize,
 ) -> Result<Fetched, SyncError> {
     let version_txt = session.read_version(io)?;
     match session.call(io, |io| io.remote.get(METADATA_DB, opts.metadata_bytes_max)) {
         Ok(f) => {
-            let db = RemoteDb::from_bytes(&f.bytes)
+            let db = RemoteDb::from_bytes_with_room(&f.bytes, room_for(pushes))
                 .map_err(|e| SyncError::RemoteCorrupt(format!("metadata.db: {e}")))?;
             Ok(Fetched { db, etag: f.etag, is_new: false, version_txt })
         }
@@ -150,6 +159,14 @@ pub(crate) fn fetch(
         ))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Room to set aside in `metadata.db`'s buffer for a commit of `pushes`
+/// rows: each with its index entries (~0.8 KiB in the scale bench's
+/// fixture), plus page splits and the counters' pages. A commit that needs
+/// more grows the buffer as usual.
+fn room_for(pushes: usize) -> usize {
+    pushes.saturating_mul(1 << 10).saturating_add(256 << 10)
 }
 
 /// One decided file, with what the sync needs to carry it out.
@@ -238,7 +255,7 @@ impl ThinPush {
         ThinPush {
             stable_id: row.stable_id.clone(),
             read_digest: row_digest(row),
-            input: PushedInput { stamp, id: row.id.clone(), deleted: row.deleted, meta: row.meta.digest() },
+            input: PushedInput::of(row, stamp),
             file_type: row.meta.file_type.clone(),
             remote_hlc: remote.map(|r| r.hlc.clone()),
             same_content: remote.is_some_and(|r| r.id == row.id && !r.deleted),
@@ -290,7 +307,8 @@ fn attempt_once(
     reporter: &mut Reporter,
 ) -> Result<SyncSummary, Interrupted> {
     reporter.report(io, 10, Phase::Fetch, "downloading metadata.db");
-    let mut fetched = fetch(io, opts, session)?;
+    let pending = usize::try_from(io.local.count_unsynced()?).unwrap_or(usize::MAX);
+    let mut fetched = fetch(io, opts, session, pending)?;
     let void_base = state.epoch.as_deref() != Some(fetched.db.epoch());
     let mut summary =
         SyncSummary { epoch_changed: void_base && state.epoch.is_some(), ..SyncSummary::default() };
@@ -310,6 +328,8 @@ fn attempt_once(
     };
     let mut steps = compare(io, state, &fetched, &bases, &ctx)?;
     guard_mass_delete(opts, &bases, &steps)?;
+    // Not needed past here (10 MB at 100,000 files).
+    drop(bases);
 
     let mut transfer = Transfers::default();
     upload_blobs(io, session, lease, reporter, &mut steps, &mut transfer, &state.instance)?;
@@ -327,7 +347,14 @@ fn attempt_once(
     let needs_commit = needs_commit || fetched.head() < known;
     let final_version = if needs_commit {
         let new_version = fetched.head().max(known) + 1;
-        record_own_pushes(io, &steps, &mut state.own_pushes)?;
+        record_own_pushes(io, &steps, &state.own_pushes)?;
+        if fetched.is_new {
+            // Sized now that the pushes are counted, and made after their
+            // record (~25 MB at 100,000 files) is written and freed: in the
+            // component the buffer then takes the memory the record used.
+            let pushes = steps.iter().filter(|s| s.pushes()).count();
+            fetched.db.reserve(room_for(pushes)).map_err(SyncError::from)?;
+        }
         reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
         let left_out = merge_pushes(io, &mut fetched.db, &steps, new_version, &now_iso)?;
         drop_steps(&mut steps, &left_out);
@@ -336,7 +363,10 @@ fn attempt_once(
     } else {
         fetched.head()
     };
-    drop(bases);
+    // The remote database is published: free it (75 MiB at 100,000 files)
+    // before the local commit.
+    let epoch = fetched.db.epoch().to_owned();
+    drop(fetched);
 
     reporter.report(io, 95, Phase::Apply, "updating the local database");
     // One transaction, sent in parts so that no call carries every row.
@@ -354,7 +384,7 @@ fn attempt_once(
         }
     }
     let mut meta = vec![
-        (local_state::META_EPOCH.to_owned(), fetched.db.epoch().to_owned()),
+        (local_state::META_EPOCH.to_owned(), epoch),
         (local_state::META_HLC.to_owned(), clock.current().to_string()),
         (local_state::META_LAST_SYNC.to_owned(), now_iso),
         (local_state::META_RESYNC.to_owned(), String::new()),
@@ -392,7 +422,9 @@ fn compare(
     ctx: &DecideContext<'_>,
 ) -> Result<Vec<Step>, SyncError> {
     let ids = candidates(state, &fetched.db, bases, ctx)?;
-    let mut steps = Vec::new();
+    // Sized once: a first sync makes a step of every candidate, and a vector
+    // grown by doubling would hold up to twice the steps' memory.
+    let mut steps = Vec::with_capacity(ids.len());
     // Rows are read in chunks: a first sync reads every row, and one call
     // carrying them all is another copy of them all (on the host side too).
     for chunk in ids.chunks(COMPARE_CHUNK) {
@@ -413,6 +445,7 @@ fn compare(
             }
         }
     }
+    steps.shrink_to_fit();
     Ok(steps)
 }
 
@@ -595,18 +628,7 @@ fn upload_blobs(
     instance: &str,
 ) -> Result<(), SyncError> {
     let mut failed = BTreeSet::new();
-    // Each distinct blob once, with the steps that need it.
-    let mut needed: BTreeMap<BlobRef, Vec<usize>> = BTreeMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        match blob_to_publish(step) {
-            None => {}
-            Some(Ok(blob)) => needed.entry(blob).or_default().push(i),
-            Some(Err(why)) => {
-                transfer.fail(&step_id(step), why);
-                failed.insert(i);
-            }
-        }
-    }
+    let needed = blobs_needed(steps, blob_to_publish, transfer, &mut failed);
     if needed.is_empty() {
         drop_steps(steps, &failed);
         return Ok(());
@@ -616,7 +638,9 @@ fn upload_blobs(
     let presence = remote_presence(io, session, lease, &wanted)?;
 
     let tmp = tmp_dir(instance);
-    let mut jobs = Vec::new();
+    // The blobs to upload. Each job is made when its batch goes out: a first
+    // sync uploads every blob, and all jobs at once took ~35 MB at 100,000.
+    let mut to_upload: Vec<&BlobRef> = Vec::new();
     for (blob, users) in &needed {
         if presence.blobs.contains(blob) {
             continue;
@@ -629,11 +653,10 @@ fn upload_blobs(
             }
             continue;
         }
-        let temp_path = format!("{tmp}/{}{}", blob.hash, blob.ext);
-        jobs.push(UploadJob { blob: blob.clone(), temp_path, final_path: blob.path() });
+        to_upload.push(blob);
     }
-    if !jobs.is_empty() {
-        let shards: BTreeSet<&str> = jobs.iter().map(|j| j.blob.shard()).collect();
+    if !to_upload.is_empty() {
+        let shards: BTreeSet<&str> = to_upload.iter().map(|b| b.shard()).collect();
         let folders = [TMP_ROOT, tmp.as_str()]
             .into_iter()
             .chain(shards.into_iter().filter(|s| !presence.folders.contains(*s)));
@@ -641,10 +664,19 @@ fn upload_blobs(
             session.ensure_collection(io, folder)?;
         }
     }
-    let total = jobs.len();
-    let (mut batcher, mut rest, mut done) = (Batcher::new(lease), &jobs[..], 0);
+    let total = to_upload.len();
+    let (mut batcher, mut rest, mut done) = (Batcher::new(lease), &to_upload[..], 0);
     while !rest.is_empty() {
-        let chunk = batcher.take(&mut rest);
+        let chunk: Vec<UploadJob> = batcher
+            .take(&mut rest)
+            .iter()
+            .map(|blob| UploadJob {
+                blob: (*blob).clone(),
+                temp_path: format!("{tmp}/{}{}", blob.hash, blob.ext),
+                final_path: blob.path(),
+            })
+            .collect();
+        let chunk = &chunk[..];
         lease.keep_alive(session, io)?;
         let pct = 25 + (35 * done / total) as u8;
         let started = io.clock.now_ms();
@@ -676,6 +708,34 @@ fn upload_blobs(
     }
     drop_steps(steps, &failed);
     Ok(())
+}
+
+/// Each distinct blob `blob_of` names, once, with the indices of the steps
+/// that need it (mostly one: no spare capacity, as a first sync has an entry
+/// for every file). A step whose blob is invalid fails here.
+fn blobs_needed(
+    steps: &[Step],
+    blob_of: fn(&Step) -> Option<Result<BlobRef, String>>,
+    transfer: &mut Transfers,
+    failed: &mut BTreeSet<usize>,
+) -> BTreeMap<BlobRef, Vec<usize>> {
+    let mut needed: BTreeMap<BlobRef, Vec<usize>> = BTreeMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        match blob_of(step) {
+            None => {}
+            Some(Ok(blob)) => match needed.entry(blob) {
+                btree_map::Entry::Vacant(v) => {
+                    v.insert(vec![i]);
+                }
+                btree_map::Entry::Occupied(mut o) => o.get_mut().push(i),
+            },
+            Some(Err(why)) => {
+                transfer.fail(&step_id(step), why);
+                failed.insert(i);
+            }
+        }
+    }
+    needed
 }
 
 /// "1 file", "2 files".
@@ -758,27 +818,23 @@ fn download_blobs(
     transfer: &mut Transfers,
 ) -> Result<(), SyncError> {
     let mut failed = BTreeSet::new();
-    let mut needed: BTreeMap<BlobRef, Vec<usize>> = BTreeMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        match blob_to_fetch(step) {
-            None => {}
-            Some(Ok(blob)) => needed.entry(blob).or_default().push(i),
-            Some(Err(why)) => {
-                transfer.fail(&step_id(step), why);
-                failed.insert(i);
-            }
-        }
-    }
-    let mut jobs = Vec::new();
+    let needed = blobs_needed(steps, blob_to_fetch, transfer, &mut failed);
+    // As for uploads, each job is made when its batch goes out.
+    let mut to_download: Vec<&BlobRef> = Vec::new();
     for blob in needed.keys() {
         if !io.blobs.local_has(blob).map_err(|e| SyncError::Invalid(e.to_string()))? {
-            jobs.push(DownloadJob { remote_path: blob.path(), blob: blob.clone() });
+            to_download.push(blob);
         }
     }
-    let total = jobs.len();
-    let (mut batcher, mut rest, mut done) = (Batcher::new(lease), &jobs[..], 0);
+    let total = to_download.len();
+    let (mut batcher, mut rest, mut done) = (Batcher::new(lease), &to_download[..], 0);
     while !rest.is_empty() {
-        let chunk = batcher.take(&mut rest);
+        let chunk: Vec<DownloadJob> = batcher
+            .take(&mut rest)
+            .iter()
+            .map(|blob| DownloadJob { remote_path: blob.path(), blob: (*blob).clone() })
+            .collect();
+        let chunk = &chunk[..];
         lease.keep_alive(session, io)?;
         let pct = 60 + (30 * done / total) as u8;
         let started = io.clock.now_ms();
@@ -893,33 +949,39 @@ fn merge_pushes(
 /// does not, the next sync still knows which pending rows the app changed
 /// after this push ([`local_state::OwnPushes`]). The records of earlier
 /// attempts of the same sync are kept: their commit may have landed too.
+///
+/// Written to the store only, with `recorded` (what it held before): the
+/// union is not built in memory. A later attempt of this sync reads it back
+/// ([`run_attempts`]).
 fn record_own_pushes(
     io: &mut Io<'_>,
     steps: &[Step],
-    pushes: &mut local_state::OwnPushes,
+    recorded: &local_state::OwnPushes,
 ) -> Result<(), Interrupted> {
-    if !add_own_pushes(steps, pushes) {
+    // Plain pushes carry their input; the others' are made here.
+    let full: Vec<(&str, PushedInput)> = steps
+        .iter()
+        .filter_map(|step| match step.full().map(|f| (&f.action, &f.local)) {
+            Some((Action::Push { stamp, .. }, Some(input))) => {
+                Some((input.stable_id.as_str(), PushedInput::of(input, stamp.clone())))
+            }
+            _ => None,
+        })
+        .collect();
+    let inputs: Vec<(&str, &PushedInput)> = steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Push(p) => Some((p.stable_id.as_str(), &p.input)),
+            Step::Full(_) => None,
+        })
+        .chain(full.iter().map(|(id, input)| (*id, input)))
+        .collect();
+    if !recorded.lacks_any(&inputs) {
         return Ok(());
     }
-    let meta = vec![(local_state::META_PUSHED.to_owned(), pushes.encode())];
+    let meta = vec![(local_state::META_PUSHED.to_owned(), recorded.encode_with(&inputs))];
     io.local.apply(&LocalCommit { writes: Vec::new(), meta })?;
     Ok(())
-}
-
-/// Adds the inputs of the pushes in `steps` to `pushes`; false when every
-/// one was recorded already.
-fn add_own_pushes(steps: &[Step], pushes: &mut local_state::OwnPushes) -> bool {
-    let mut added = false;
-    for step in steps {
-        added |= match step {
-            Step::Push(p) => pushes.insert_input(&p.stable_id, &p.input),
-            Step::Full(f) => match (&f.action, &f.local) {
-                (Action::Push { stamp, .. }, Some(input)) => pushes.insert(input, stamp),
-                _ => false,
-            },
-        };
-    }
-    added
 }
 
 /// Merge, upload `metadata.db`, then `version.txt` (SPEC §3 steps 7-8).
@@ -1274,8 +1336,8 @@ mod tests {
 
     fn commit_both_ways(store: &mut MemStore, steps: &mut Vec<Step>) -> Committed {
         with_io(store, |io| {
-            let mut own = OwnPushes::new();
-            add_own_pushes(steps, &mut own);
+            assert!(record_own_pushes(io, steps, &OwnPushes::new()).is_ok());
+            let own = local_state::load_own_pushes(io).unwrap();
             let mut db = RemoteDb::create("e1").unwrap();
             let left_out = merge_pushes(io, &mut db, steps, 1, NOW).unwrap();
             drop_steps(steps, &left_out);

@@ -419,7 +419,7 @@ fn fetch_existing(
     opts: &SyncOptions,
     session: &mut Session,
 ) -> Result<Fetched, MaintenanceError> {
-    let fetched = engine::fetch(io, opts, session)?;
+    let fetched = engine::fetch(io, opts, session, 0)?;
     if fetched.is_new { Err(MaintenanceError::NoRemote) } else { Ok(fetched) }
 }
 

@@ -10,7 +10,6 @@
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, Statement, params, params_from_iter};
@@ -97,6 +96,59 @@ fn corrupt(e: rusqlite::Error) -> RemoteDbError {
     RemoteDbError::Corrupt(e.to_string())
 }
 
+/// An in-memory connection for a remote database, set up before anything
+/// reads its (untrusted) schema.
+fn open_connection() -> Result<Connection, RemoteDbError> {
+    let conn = Connection::open_in_memory().map_err(sql_err)?;
+    // Functions in a hostile schema (defaults, indexes, CHECKs) may then only
+    // be innocuous ones.
+    conn.execute_batch("PRAGMA trusted_schema = OFF;").map_err(sql_err)?;
+    Ok(conn)
+}
+
+/// Makes `pieces` (one database's bytes, in order) the connection's main
+/// database: one resizable SQLite-owned buffer (`memdb`) of their length
+/// plus `room` spare bytes. rusqlite's `deserialize` sizes the buffer
+/// exactly, so the first write that adds a page reallocates it.
+#[allow(unsafe_code)]
+fn deserialize_with_room(conn: &mut Connection, pieces: &[&[u8]], room: usize) -> rusqlite::Result<()> {
+    use rusqlite::ffi;
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let sizes =
+        len.checked_add(room).and_then(|cap| Some((i64::try_from(len).ok()?, i64::try_from(cap).ok()?)));
+    let Some((len64, cap64)) = sizes else {
+        return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_TOOBIG), None));
+    };
+    // SAFETY: sqlite3_malloc64 returns null or a buffer of `cap64` bytes.
+    let buf = unsafe { ffi::sqlite3_malloc64(cap64.unsigned_abs()) }.cast::<u8>();
+    if buf.is_null() {
+        return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_NOMEM), None));
+    }
+    let mut at = 0;
+    for piece in pieces {
+        // SAFETY: `at + piece.len() <= len <= cap`, so the destination lies in
+        // the new buffer, which no Rust slice aliases.
+        unsafe { std::ptr::copy_nonoverlapping(piece.as_ptr(), buf.add(at), piece.len()) };
+        at += piece.len();
+    }
+    let flags = ffi::SQLITE_DESERIALIZE_FREEONCLOSE | ffi::SQLITE_DESERIALIZE_RESIZEABLE;
+    // SAFETY: the handle is this open connection's; `buf` comes from
+    // sqlite3_malloc64, holds `cap64` bytes of which the first `len64` are
+    // written, and is handed to SQLite (FREEONCLOSE: it frees the buffer on
+    // close, and on failure before returning).
+    let rc = unsafe { ffi::sqlite3_deserialize(conn.handle(), c"main".as_ptr(), buf, len64, cap64, flags) };
+    if rc != ffi::SQLITE_OK {
+        return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None));
+    }
+    // Set on the new `main` (deserializing replaces it, settings and all).
+    // The page cache only saves copying pages out of the buffer that holds
+    // them all anyway: 2 MiB, not the wasm build's default of 16.
+    conn.execute_batch(&format!("PRAGMA cache_size = -{};", PAGE_CACHE_KIB))
+}
+
+/// The page cache of a remote database's connection, in KiB.
+const PAGE_CACHE_KIB: u32 = 2048;
+
 fn wrong(msg: impl Into<String>) -> RemoteDbError {
     RemoteDbError::WrongSchema(msg.into())
 }
@@ -133,8 +185,7 @@ impl RemoteDb {
     /// copy to upload it).
     pub fn create(epoch: &str) -> Result<RemoteDb, RemoteDbError> {
         validate_stable_id(epoch).map_err(|e| wrong(format!("epoch: {e}")))?;
-        let mut conn = Connection::open_in_memory().map_err(sql_err)?;
-        conn.execute_batch("PRAGMA trusted_schema = OFF;").map_err(sql_err)?;
+        let mut conn = open_connection()?;
         // The empty schema (a few pages) is built in memory, then moved into
         // a resizable buffer that every later write grows.
         let empty = {
@@ -142,7 +193,7 @@ impl RemoteDb {
             scratch.execute_batch(SCHEMA).map_err(sql_err)?;
             scratch.serialize(MAIN_DB).map_err(sql_err)?.to_vec()
         };
-        conn.deserialize_read_exact(MAIN_DB, &empty[..], empty.len(), false).map_err(sql_err)?;
+        deserialize_with_room(&mut conn, &[&empty], 0).map_err(sql_err)?;
         // updated_at is NULL rather than CURRENT_TIMESTAMP: the core has no
         // clock here, and SQLite's own would make the bytes nondeterministic.
         let schema_version = Self::SCHEMA_VERSION.to_string();
@@ -159,6 +210,15 @@ impl RemoteDb {
     /// Opens downloaded bytes after checking header, integrity, schema and
     /// counters. Rows are validated later, when read.
     pub fn from_bytes(bytes: &[u8]) -> Result<RemoteDb, RemoteDbError> {
+        RemoteDb::from_bytes_with_room(bytes, 0)
+    }
+
+    /// [`RemoteDb::from_bytes`] into a buffer with `room` spare bytes for the
+    /// rows a commit will add. SQLite grows a full buffer to twice what it
+    /// needs and moves it: natively a cheap `mremap`, but in the component
+    /// the old buffer stays part of its linear memory, which never shrinks.
+    /// Room that is never written costs no memory (the pages are not touched).
+    pub fn from_bytes_with_room(bytes: &[u8], room: usize) -> Result<RemoteDb, RemoteDbError> {
         if bytes.len() < 100 || &bytes[..16] != b"SQLite format 3\0" {
             return Err(RemoteDbError::NotSqlite);
         }
@@ -166,12 +226,8 @@ impl RemoteDb {
         // A WAL-mode header (read/write versions 2) refuses to deserialize;
         // memory has no WAL, so present it as a rollback-journal database.
         let versions = [bytes[18], bytes[19]].map(|b| if b == 2 { 1 } else { b });
-        let reader = bytes[..18].chain(&versions[..]).chain(&bytes[20..]);
-        let mut conn = Connection::open_in_memory().map_err(sql_err)?;
-        // Before anything reads the schema: functions in the hostile schema
-        // (defaults, indexes, CHECKs) may then only be innocuous ones.
-        conn.execute_batch("PRAGMA trusted_schema = OFF;").map_err(sql_err)?;
-        conn.deserialize_read_exact(MAIN_DB, reader, bytes.len(), false).map_err(corrupt)?;
+        let mut conn = open_connection()?;
+        deserialize_with_room(&mut conn, &[&bytes[..18], &versions, &bytes[20..]], room).map_err(corrupt)?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(corrupt)?;
         if check != "ok" {
             return Err(RemoteDbError::Corrupt(check));
@@ -182,6 +238,15 @@ impl RemoteDb {
         let (version, epoch) = read_counters(&conn)?;
         check_row_versions(&conn, version)?;
         Ok(RemoteDb { conn, version, epoch })
+    }
+
+    /// Moves the database into a buffer with `room` spare bytes for the rows
+    /// a commit will add (see [`RemoteDb::from_bytes_with_room`]). This copies
+    /// it: meant for a new, small one whose commit size was not known when
+    /// it was made.
+    pub fn reserve(&mut self, room: usize) -> Result<(), RemoteDbError> {
+        let bytes = self.bytes()?.to_vec();
+        deserialize_with_room(&mut self.conn, &[&bytes], room).map_err(sql_err)
     }
 
     /// The commit counter (`sync_metadata.version`).
@@ -913,6 +978,53 @@ mod tests {
     #[test]
     fn create_refuses_a_bad_epoch() {
         assert!(matches!(RemoteDb::create("../e"), Err(RemoteDbError::WrongSchema(_))));
+    }
+
+    /// Forbids the database's buffer to grow (SQLite's `memdb` size limit,
+    /// set to what it holds now): a write past the buffer's end then fails.
+    #[allow(unsafe_code)]
+    fn forbid_growth(db: &mut RemoteDb) {
+        let mut limit: i64 = 0; // clamped up to the current size
+        // SAFETY: the handle is the open connection's, and SIZE_LIMIT reads
+        // and writes one sqlite3_int64 through the pointer.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_file_control(
+                db.conn.handle(),
+                c"main".as_ptr(),
+                rusqlite::ffi::SQLITE_FCNTL_SIZE_LIMIT,
+                (&raw mut limit).cast(),
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+    }
+
+    #[test]
+    fn a_commit_that_fits_the_room_set_aside_does_not_grow_the_buffer() {
+        let rows: Vec<RemoteRow> = (0..2_000).map(|i| row(&format!("r{i}"), 1)).collect();
+        let more: Vec<RemoteRow> = (0..2_000).map(|i| row(&format!("s{i}"), 2)).collect();
+        let fits = |mut db: RemoteDb, rows: &[RemoteRow], version| {
+            forbid_growth(&mut db);
+            db.commit(rows, version, "now").is_ok()
+        };
+        let mut roomy = RemoteDb::create("e1").unwrap();
+        roomy.reserve(4 << 20).unwrap();
+        assert!(fits(roomy, &rows, 1));
+        assert!(!fits(RemoteDb::create("e1").unwrap(), &rows, 1));
+
+        let mut db = RemoteDb::create("e1").unwrap();
+        db.commit(&rows, 1, "now").unwrap();
+        let bytes = db.to_bytes().unwrap();
+        assert!(fits(RemoteDb::from_bytes_with_room(&bytes, 4 << 20).unwrap(), &more, 2));
+        assert!(!fits(RemoteDb::from_bytes(&bytes).unwrap(), &more, 2));
+        // The room is not part of the database, and the settings hold.
+        let mut db = RemoteDb::from_bytes_with_room(&bytes, 4 << 20).unwrap();
+        assert_eq!(db.to_bytes().unwrap(), bytes);
+        db.reserve(1 << 20).unwrap();
+        assert_eq!(db.to_bytes().unwrap(), bytes);
+        let cache: i64 = db.conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(cache, -i64::from(PAGE_CACHE_KIB));
+        let trusted: i64 = db.conn.query_row("PRAGMA trusted_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(trusted, 0);
     }
 
     #[test]
