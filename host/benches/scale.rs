@@ -35,7 +35,9 @@
 //!   every file, through the native core and through the component.
 //!
 //! And once: host process start to first engine call (child `davsync
-//! status` with `RUST_LOG=davsync::startup=debug`, cached compiled component).
+//! status` with `RUST_LOG=davsync::startup=debug`, cached compiled component):
+//! median and quartiles of the CPU time, wall time and page faults the child
+//! logs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -67,8 +69,9 @@ use servers::{DavServer, ServerKind};
 const FORMAT_VERSION: u32 = 1;
 /// Sizes up to this get the bulk-edit sync (native vs component).
 const BULK_SIZE_MAX: usize = 10_000;
-/// Child runs of `davsync status` for the startup figure.
-const STARTUP_RUNS: usize = 15;
+/// Child runs of `davsync status` for the startup figure: enough for its
+/// quartiles to hold still on a shared machine.
+const STARTUP_RUNS: usize = 60;
 
 const COLLECTIONS: [&str; 5] = ["corpus-a", "corpus-b", "training-2024", "gold", "reviewed"];
 
@@ -94,7 +97,7 @@ fn main() -> Result<()> {
     let startup = if opts.wants("startup") {
         measure_startup(&Fixture::ensure(&root, opts.sizes[0])?)?
     } else {
-        Startup { first_call_us: Vec::new(), first_call_cpu_us: Vec::new(), process_ms: Vec::new() }
+        Startup::default()
     };
     eprintln!("load after: {}", loadavg());
     print_table(&opts, &results, &startup);
@@ -149,12 +152,24 @@ fn loadavg() -> String {
 }
 
 fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// The value at fraction `q` (0 to 1) of the sorted values (nearest rank).
+fn quantile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// "median (p25-p75)", each value divided by `scale` and printed with
+/// `decimals` decimals.
+fn median_iqr(v: &[f64], scale: f64, decimals: usize) -> String {
+    let [lo, mid, hi] = [0.25, 0.5, 0.75].map(|q| quantile(v, q) / scale);
+    format!("{mid:.decimals$} (IQR {lo:.decimals$}-{hi:.decimals$})")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -881,14 +896,17 @@ fn bulk_edit_sync(f: &Fixture, remote: &Remote, engine: EngineKind, run: usize) 
 /// Host process start to the first engine call, as the host itself measures
 /// it (`davsync::logging`), over child `davsync status` runs with the
 /// compiled component cached. Also the child's whole wall time.
+#[derive(Default)]
 struct Startup {
     first_call_us: Vec<f64>,
     first_call_cpu_us: Vec<f64>,
+    /// Minor page faults by the first call: the same on a busy machine.
+    first_call_faults: Vec<f64>,
     process_ms: Vec<f64>,
 }
 
 fn measure_startup(f: &Fixture) -> Result<Startup> {
-    let mut s = Startup { first_call_us: Vec::new(), first_call_cpu_us: Vec::new(), process_ms: Vec::new() };
+    let mut s = Startup::default();
     for i in 0..=STARTUP_RUNS {
         let started = Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_davsync"))
@@ -913,11 +931,12 @@ fn measure_startup(f: &Fixture) -> Result<Startup> {
                 .and_then(|n| n.parse::<f64>().ok())
                 .with_context(|| format!("no {name} in {stderr:?}"))
         };
-        let (micros, cpu_micros) = (field("micros")?, field("cpu_micros")?);
+        let (micros, cpu_micros, faults) = (field("micros")?, field("cpu_micros")?, field("minor_faults")?);
         if i > 0 {
             // The first run may compile and cache the component.
             s.first_call_us.push(micros);
             s.first_call_cpu_us.push(cpu_micros);
+            s.first_call_faults.push(faults);
             s.process_ms.push(took);
         }
     }
@@ -1004,12 +1023,13 @@ fn print_table(opts: &Options, results: &[SizeResult], startup: &Startup) {
         }
     }
     println!(
-        "\n(5) host start to first engine call (cached component, `davsync status`, {} runs): \
-         median CPU time {:.2} ms (exec to first call), wall time {:.2} ms (main() to first call); \
-         whole child process wall time {:.1} ms",
+        "\n(5) host start to first engine call (cached component, `davsync status`, {} runs), \
+         median (interquartile range): CPU time {} ms (exec to first call), wall time {} ms \
+         (main() to first call), minor page faults {}; whole child process wall time {} ms",
         startup.first_call_us.len(),
-        median(&startup.first_call_cpu_us) / 1e3,
-        median(&startup.first_call_us) / 1e3,
-        median(&startup.process_ms)
+        median_iqr(&startup.first_call_cpu_us, 1e3, 2),
+        median_iqr(&startup.first_call_us, 1e3, 2),
+        median_iqr(&startup.first_call_faults, 1.0, 0),
+        median_iqr(&startup.process_ms, 1.0, 1)
     );
 }

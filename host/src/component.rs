@@ -104,10 +104,7 @@ impl ComponentEngine {
     /// Compiles (or loads from `cache_dir`) the embedded component and links
     /// the host's imports.
     pub fn load(cache_dir: Option<&Path>) -> Result<ComponentEngine> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        let engine = wt(Engine::new(&config)).context("creating the wasmtime engine")?;
-        let component = load_or_compile(&engine, cache_dir)?;
+        let (engine, component) = load_or_compile(cache_dir)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wt(SyncEngine::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s))
             .context("linking the host's imports")?;
@@ -215,7 +212,8 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 
 fn cache_key(engine: &Engine) -> String {
     // `Engine::precompile_compatibility_hash` covers the wasmtime version and
-    // every engine setting that affects compiled code.
+    // every engine setting that affects compiled code; for an engine without
+    // a compiler, all but the CPU features, which wasmtime checks at load.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     let mut digest = Sha256::new();
@@ -225,24 +223,44 @@ fn cache_key(engine: &Engine) -> String {
     d.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-fn load_or_compile(engine: &Engine, cache_dir: Option<&Path>) -> Result<Component> {
+/// A wasmtime engine with our settings; `compiler`: whether it can compile
+/// (building cranelift for this CPU is most of the cost of a new engine).
+fn new_engine(compiler: bool) -> Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.enable_compiler(compiler);
+    wt(Engine::new(&config)).context("creating the wasmtime engine")
+}
+
+fn compile(engine: &Engine) -> Result<Component> {
+    wt(Component::from_binary(engine, COMPONENT_WASM)).context("compiling the sync component")
+}
+
+/// The compiled component and the engine it belongs to. A cached artifact
+/// is loaded by an engine without a compiler, which needs none; wasmtime
+/// still checks the artifact's settings and CPU features against this
+/// engine and host, and one that does not fit is compiled again.
+fn load_or_compile(cache_dir: Option<&Path>) -> Result<(Engine, Component)> {
     let Some(dir) = cache_dir else {
-        return wt(Component::from_binary(engine, COMPONENT_WASM)).context("compiling the sync component");
+        let engine = new_engine(true)?;
+        let component = compile(&engine)?;
+        return Ok((engine, component));
     };
-    let path = dir.join(format!("sync-{}.cwasm", cache_key(engine)));
+    let loader = new_engine(false)?;
+    let path = dir.join(format!("sync-{}.cwasm", cache_key(&loader)));
     if path.is_file() {
-        match deserialize_cached(engine, &path) {
-            Ok(c) => return Ok(c),
+        match deserialize_cached(&loader, &path) {
+            Ok(c) => return Ok((loader, c)),
             Err(e) => tracing::warn!("ignoring unusable cached component {}: {e:#}", path.display()),
         }
     }
-    let component =
-        wt(Component::from_binary(engine, COMPONENT_WASM)).context("compiling the sync component")?;
+    let engine = new_engine(true)?;
+    let component = compile(&engine)?;
     if let Err(e) = store_cached(&component, dir, &path) {
         tracing::warn!("could not cache the compiled component in {}: {e:#}", dir.display());
     }
     give_back_freed_memory();
-    Ok(component)
+    Ok((engine, component))
 }
 
 /// Hands the heap memory freed since start back to the kernel. Compiling

@@ -877,6 +877,11 @@ fn free_stable_id(conn: &Connection, source: &Path, hash: &ContentHash) -> anyho
 /// Creates what is missing of the schema, in one transaction, refusing an
 /// app `files` table davsync cannot work with before touching anything.
 fn create_schema(conn: &mut Connection) -> anyhow::Result<()> {
+    // Nearly every open finds the schema complete: that takes reads only,
+    // neither the write lock nor the DDL (a quarter of a start's SQLite time).
+    if schema_is_complete(conn)? {
+        return check_files_table(conn);
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA).context("creating the tables")?;
     check_files_table(&tx)?;
@@ -890,18 +895,37 @@ fn create_schema(conn: &mut Connection) -> anyhow::Result<()> {
 /// earlier version made (`sync_meta`: rows synced before it was recorded read
 /// it as unknown).
 fn upgrade_file_state(conn: &Connection) -> anyhow::Result<()> {
-    let has: bool = conn
-        .query_row(
-            "SELECT count(*) FROM pragma_table_info('davsync_file_state') WHERE name = 'sync_meta'",
-            [],
-            |r| r.get(0),
-        )
-        .context("reading the side table's columns")?;
-    if !has {
+    if !file_state_has_sync_meta(conn)? {
         conn.execute_batch("ALTER TABLE davsync_file_state ADD COLUMN sync_meta TEXT")
             .context("adding davsync_file_state.sync_meta")?;
     }
     Ok(())
+}
+
+fn file_state_has_sync_meta(conn: &Connection) -> anyhow::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('davsync_file_state') WHERE name = 'sync_meta'",
+        [],
+        |r| r.get(0),
+    )
+    .context("reading the side table's columns")
+}
+
+/// Whether every table and index of [`SCHEMA`] and [`INDEXES`] exists, and
+/// the side table has the columns [`upgrade_file_state`] adds.
+fn schema_is_complete(conn: &Connection) -> anyhow::Result<bool> {
+    let names: Vec<String> = [SCHEMA, INDEXES]
+        .iter()
+        .flat_map(|ddl| ddl.split("IF NOT EXISTS ").skip(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|name| format!("'{name}'"))
+        .collect();
+    let sql = format!(
+        "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index') AND name IN ({})",
+        names.join(", ")
+    );
+    let found: i64 = conn.query_row(&sql, [], |r| r.get(0)).context("reading the schema")?;
+    Ok(usize::try_from(found) == Ok(names.len()) && file_state_has_sync_meta(conn)?)
 }
 
 /// Checks that an existing `files` table has every column davsync uses and is

@@ -2,9 +2,9 @@
 //!
 //! Also the startup timing that `RUST_LOG=davsync::startup=debug` shows: the
 //! wall time from [`mark_process_start`] (first thing in `main`) to the first
-//! call into the engine, and the CPU time the process's thread had used by
-//! then (exec and dynamic linking included), logged once per process
-//! (benches/scale.rs reads it).
+//! call into the engine, the CPU time the process's main thread had used by
+//! then (exec and dynamic linking included) and the process's minor page
+//! faults, logged once per process (benches/scale.rs reads it).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,14 +34,27 @@ pub fn note_engine_call(engine: &str) {
     {
         let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         // Wall time includes waiting for a CPU on a busy machine; the main
-        // thread's own CPU time since exec (Linux schedstat, in ns) does not.
+        // thread's own CPU time since exec does not. The page faults (several
+        // microseconds each on a VM, much of a start) do not depend on load.
         let cpu_micros = main_thread_cpu_ns().map_or(0, |ns| ns / 1_000);
-        tracing::debug!(target: "davsync::startup", micros, cpu_micros, engine, "first engine call");
+        let minor_faults = minor_faults().unwrap_or(0);
+        tracing::debug!(target: "davsync::startup", micros, cpu_micros, minor_faults, engine, "first engine call");
     }
 }
 
-/// CPU time of this thread so far, from `/proc/thread-self/schedstat` (Linux).
+/// CPU time of this thread so far (`CLOCK_THREAD_CPUTIME_ID`). The kernel
+/// brings the running thread's total up to date for this clock, where
+/// `/proc/thread-self/schedstat` shows it as of the last scheduler tick or
+/// switch (up to a tick, milliseconds, behind).
 fn main_thread_cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let ns = u64::try_from(now.tv_sec).ok()?.checked_mul(1_000_000_000)?;
+    ns.checked_add(u64::try_from(now.tv_nsec).ok()?)
+}
+
+/// Minor page faults of this process so far (Linux `/proc/self/stat`).
+fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name in parentheses: state is field 3, minflt 10.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(7)?.parse().ok()
 }
