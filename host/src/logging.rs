@@ -17,11 +17,13 @@ pub fn init() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-static PROCESS_START: OnceLock<Instant> = OnceLock::new();
+/// When `main` began, and the main thread's CPU time by then (exec, the
+/// dynamic loader's relocations, the Rust runtime), in ns.
+static PROCESS_START: OnceLock<(Instant, Option<u64>)> = OnceLock::new();
 
 /// Records when the process started its own work (call first in `main`).
 pub fn mark_process_start() {
-    PROCESS_START.get_or_init(Instant::now);
+    PROCESS_START.get_or_init(|| (Instant::now(), main_thread_cpu_ns()));
 }
 
 /// Logs, once per process, how long after [`mark_process_start`] the first
@@ -29,16 +31,29 @@ pub fn mark_process_start() {
 /// target `davsync::startup`.
 pub fn note_engine_call(engine: &str) {
     static LOGGED: AtomicBool = AtomicBool::new(false);
-    if let Some(start) = PROCESS_START.get()
+    if let Some((start, cpu_at_main)) = PROCESS_START.get()
         && !LOGGED.swap(true, Ordering::Relaxed)
     {
         let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         // Wall time includes waiting for a CPU on a busy machine; the main
-        // thread's own CPU time since exec does not. The page faults (several
-        // microseconds each on a VM, much of a start) do not depend on load.
-        let cpu_micros = main_thread_cpu_ns().map_or(0, |ns| ns / 1_000);
+        // thread's own CPU time does not: since exec (`cpu_micros`) and since
+        // `main` began (`main_cpu_micros`, the host's own code). The page
+        // faults (several microseconds each on a VM, much of a start) do not
+        // depend on load.
+        let cpu_now = main_thread_cpu_ns();
+        let cpu_micros = cpu_now.map_or(0, |ns| ns / 1_000);
+        let main_cpu_micros =
+            cpu_now.zip(*cpu_at_main).map_or(0, |(now, then)| now.saturating_sub(then) / 1_000);
         let minor_faults = minor_faults().unwrap_or(0);
-        tracing::debug!(target: "davsync::startup", micros, cpu_micros, minor_faults, engine, "first engine call");
+        tracing::debug!(
+            target: "davsync::startup",
+            micros,
+            cpu_micros,
+            main_cpu_micros,
+            minor_faults,
+            engine,
+            "first engine call"
+        );
     }
 }
 
