@@ -123,13 +123,20 @@ impl ComponentEngine {
     ) -> (Result<T>, Ports) {
         let mut store = Store::new(&self.engine, HostState { ports, memory: MemoryWatermark::default() });
         store.set_hostcall_fuel(HOSTCALL_FUEL_BYTES);
-        store.limiter(|state| &mut state.memory);
+        // Only when asked for: with a limiter, an instantiation takes ~50 more
+        // page faults (a start-up cost, issue 7 goal 5).
+        let watch_memory = tracing::enabled!(target: "davsync::memory", tracing::Level::DEBUG);
+        if watch_memory {
+            store.limiter(|state| &mut state.memory);
+        }
         let result = wt(self.pre.instantiate(&mut store))
             .context("instantiating the sync component")
             .and_then(|bindings| wt(call(&mut store, &bindings)).context("the sync component trapped"));
         let state = store.into_data();
-        let peak_mib = state.memory.peak_bytes as f64 / 1_048_576.0;
-        tracing::debug!(target: "davsync::memory", peak_mib, "the guest's linear memory at its largest");
+        if watch_memory {
+            let peak_mib = state.memory.peak_bytes as f64 / 1_048_576.0;
+            tracing::debug!(target: "davsync::memory", peak_mib, "the guest's linear memory at its largest");
+        }
         (result, state.ports)
     }
 }
