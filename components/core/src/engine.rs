@@ -145,8 +145,7 @@ pub(crate) fn fetch(
     let version_txt = session.read_version(io)?;
     match session.call(io, |io| io.remote.get(METADATA_DB, opts.metadata_bytes_max)) {
         Ok(f) => {
-            let db = RemoteDb::from_bytes_with_room(&f.bytes, room_for(pushes))
-                .map_err(|e| SyncError::RemoteCorrupt(format!("metadata.db: {e}")))?;
+            let db = RemoteDb::from_bytes_with_room(&f.bytes, room_for(pushes))?;
             Ok(Fetched { db, etag: f.etag, is_new: false, version_txt })
         }
         Err(RemoteError::NotFound) => {
@@ -353,7 +352,7 @@ fn attempt_once(
             // record (~25 MB at 100,000 files) is written and freed: in the
             // component the buffer then takes the memory the record used.
             let pushes = steps.iter().filter(|s| s.pushes()).count();
-            fetched.db.reserve(room_for(pushes)).map_err(SyncError::from)?;
+            fetched.db.reserve(room_for(pushes))?;
         }
         reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
         let left_out = merge_pushes(io, &mut fetched.db, &steps, new_version, &now_iso)?;
@@ -998,7 +997,7 @@ pub(crate) fn commit_remote<R: std::borrow::Borrow<RemoteRow>>(
     now_iso: &str,
 ) -> Result<(), Interrupted> {
     reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
-    fetched.db.commit(pushes, new_version, now_iso).map_err(SyncError::from)?;
+    fetched.db.commit(pushes, new_version, now_iso)?;
     publish_remote(io, session, lease, fetched)
 }
 
@@ -1012,7 +1011,7 @@ fn publish_remote(
     let new_version = fetched.db.version();
     let (version_txt, is_new, etag) = (fetched.version_txt, fetched.is_new, fetched.etag.clone());
     // Lent by SQLite, not copied (75 MiB at 100,000 files).
-    let bytes = fetched.db.bytes().map_err(SyncError::from)?;
+    let bytes = fetched.db.bytes()?;
     let bytes: &[u8] = &bytes;
 
     lease.confirm(session, io)?;

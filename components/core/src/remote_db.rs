@@ -603,8 +603,8 @@ fn describe(v: ValueRef<'_>) -> String {
     }
 }
 
-/// A TEXT column, NULL allowed. Anything else is type confusion.
-/// A TEXT column, NULL allowed, borrowed from the row.
+/// A TEXT column, NULL allowed, borrowed from the row. Anything else is
+/// type confusion.
 fn opt_str<'a>(i: usize, v: ValueRef<'a>) -> Result<Option<&'a str>, InvalidValue> {
     match v {
         ValueRef::Null => Ok(None),
@@ -616,6 +616,7 @@ fn opt_str<'a>(i: usize, v: ValueRef<'a>) -> Result<Option<&'a str>, InvalidValu
     }
 }
 
+/// A TEXT column, NULL refused, borrowed from the row.
 fn req_str<'a>(i: usize, v: ValueRef<'a>) -> Result<&'a str, InvalidValue> {
     opt_str(i, v)?.ok_or_else(|| InvalidValue::new(COLUMNS[i], "NULL", "must not be NULL"))
 }
