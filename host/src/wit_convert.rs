@@ -370,6 +370,7 @@ pub(crate) fn sync_error_in(e: e::SyncError) -> SyncError {
         e::SyncError::Local(l) => SyncError::Local(local_error_in(l)),
         e::SyncError::Remote(r) => SyncError::Remote(remote_error_in(r)),
         e::SyncError::RemoteCorrupt(m) => SyncError::RemoteCorrupt(m),
+        e::SyncError::RemoteTooNew((format, supported)) => SyncError::RemoteTooNew { format, supported },
         e::SyncError::LockHeld((holder, expires_in_ms)) => SyncError::LockHeld { holder, expires_in_ms },
         e::SyncError::LeaseLost => SyncError::LeaseLost,
         e::SyncError::MassDelete((would_delete, live_total)) => {

@@ -78,6 +78,9 @@ pub(crate) fn error_in(e: m::MaintenanceError) -> MaintenanceError {
     match e {
         m::MaintenanceError::Remote(r) => MaintenanceError::Remote(crate::wit_convert::remote_error_in(r)),
         m::MaintenanceError::RemoteCorrupt(s) => MaintenanceError::RemoteCorrupt(s),
+        m::MaintenanceError::RemoteTooNew((format, supported)) => {
+            MaintenanceError::RemoteTooNew { format, supported }
+        }
         m::MaintenanceError::NoRemote => MaintenanceError::NoRemote,
         m::MaintenanceError::LockHeld((holder, expires_in_ms)) => {
             MaintenanceError::LockHeld { holder, expires_in_ms }

@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use davsync_core::history::{self, Head};
 use davsync_core::lease::LeaseRecord;
-use davsync_core::local_state::{META_INSTANCE, META_VERSION};
+use davsync_core::local_state::{META_COMMIT, META_INSTANCE, META_VERSION};
 use davsync_core::mem::{
     Fault, LocalFiles, MemBlobs, MemRemote, MemRemoteClient, MemServerSnapshot, MemStore, ServerProfile,
     WorldClock,
@@ -235,10 +236,10 @@ struct Sim<'e> {
     bursts: bool,
     /// Per node: frozen (not scheduled) until this step.
     frozen_until: Vec<u64>,
-    /// Every `metadata.db` published (`version.txt` written to its version)
-    /// since the last restore, by (epoch, version): a published version
-    /// number must name one database.
-    published: BTreeMap<(String, i64), ContentHash>,
+    /// Every state published (`version.txt` written to name its commit)
+    /// since the last restore, by (epoch, version, commit): a published
+    /// commit must name one state.
+    published: BTreeMap<(String, i64, Option<String>), ContentHash>,
     /// Leases have expired and syncs run one at a time: every sync must work.
     settled: bool,
     backup: Option<MemServerSnapshot>,
@@ -748,8 +749,7 @@ impl<'e> Sim<'e> {
         for k in 0..ops {
             if k > 0 {
                 let Some(busy) = self.nodes[i].busy.as_ref() else { break };
-                let before_commit =
-                    matches!(&busy.pending, Some(Op::Put { path, .. }) if path == "metadata.db");
+                let before_commit = busy.pending.as_ref().is_some_and(is_commit_write);
                 if busy.pending.is_none() || busy.writing.is_some() || before_commit {
                     break;
                 }
@@ -796,6 +796,11 @@ impl<'e> Sim<'e> {
             (Op::Get { path, .. }, Answer::Get(Ok(f))) if path == "metadata.db" => {
                 format!("ok db {:?}", f.etag)
             }
+            // Change files embed nothing build-dependent, but their size
+            // tells nothing either.
+            (Op::Get { path, .. }, Answer::Get(Ok(f))) if path.starts_with("changes/") => {
+                format!("ok change {:?}", f.etag)
+            }
             _ => describe_answer(&answer),
         };
         self.log(format!("n{i} {} -> {answer_text}{fault_note}", describe_op(&op)));
@@ -822,14 +827,8 @@ impl<'e> Sim<'e> {
     /// and `version.txt` must only grow.
     fn note_op(&mut self, i: usize, op: &Op, answer: &Answer) -> Check {
         let busy = self.nodes[i].busy.as_mut().expect("busy");
+        // The summary counts the blobs every attempt moved.
         match (op, answer) {
-            (Op::Get { path, .. }, Answer::Get(r)) if path == "metadata.db" => {
-                if matches!(r, Ok(_) | Err(RemoteError::NotFound)) {
-                    // A new attempt: the summary counts only the last one.
-                    busy.uploads = 0;
-                    busy.downloads = 0;
-                }
-            }
             (Op::Upload { .. }, Answer::Blob(Ok(()))) => busy.uploads += 1,
             (Op::Download { .. }, Answer::Blob(Ok(()))) => busy.downloads += 1,
             _ => {}
@@ -850,7 +849,7 @@ impl<'e> Sim<'e> {
         if now == self.version_txt {
             return Ok(());
         }
-        let ours = std::str::from_utf8(bytes).ok().and_then(|t| t.trim().parse::<i64>().ok());
+        let ours = Head::parse(bytes).ok().map(|h| h.version);
         let own_retry = busy.version_put.is_some() && busy.version_put == ours;
         if let (Some(old), Some(new)) = (self.version_txt, now)
             && new <= old
@@ -880,24 +879,28 @@ impl<'e> Sim<'e> {
         Ok(())
     }
 
-    /// Is one of `waiting` about to write `metadata.db`?
+    /// Is one of `waiting` about to write its commit (a change file, or
+    /// `metadata.db`)?
     fn commit_pending(&self, waiting: &[usize]) -> bool {
         waiting.iter().any(|&i| {
             let pending = self.nodes[i].busy.as_ref().and_then(|b| b.pending.as_ref());
-            matches!(pending, Some(Op::Put { path, .. }) if path == "metadata.db")
+            pending.is_some_and(is_commit_write)
         })
     }
 
-    /// A published version names one database: were a `metadata.db` other
-    /// than the one published as version N later published or left as N, an
-    /// instance that recorded N would skip the other one's changes for good
-    /// (its quick check compares only the number). Checked when `version.txt`
-    /// is written (`publishing`) and at the end (parsing the database at
-    /// every `metadata.db` write would double the simulator's cost). Only a
-    /// restore may reuse a version.
+    /// A published commit names one state: were the state published as
+    /// commit N (version and id) later different, an instance that recorded
+    /// N would skip the difference for good (its quick check compares the
+    /// commit only). Checked when `version.txt` is written (`publishing`)
+    /// and at the end. The state is `metadata.db` with the change files after
+    /// it applied, so a fold must not change it either. Only a restore may
+    /// reuse a commit.
     fn check_one_db_per_version(&mut self, who: &str, publishing: bool) -> Check {
-        let Some(bytes) = self.remote.read("metadata.db") else { return Ok(()) };
-        let db = RemoteDb::from_bytes(&bytes).map_err(|e| format!("{who}: bad metadata.db: {e}"))?;
+        let Some((db, head)) =
+            history::read_state(|p| self.remote.read(p)).map_err(|e| format!("{who}: {e}"))?
+        else {
+            return Ok(());
+        };
         // The rows, leaving out `updated_at` (a wall-clock note, not state).
         // Every row, sorted by `stable_id`, in one statement.
         let rows = db.rows_changed_since(0).map_err(|e| e.to_string())?;
@@ -905,11 +908,14 @@ impl<'e> Sim<'e> {
         self.oracle.published(rows.iter());
         let state: Vec<_> = rows.into_iter().map(|r| RemoteRow { updated_at: String::new(), ..r }).collect();
         let digest = ContentHash::of(format!("{state:?}").as_bytes());
-        let key = (db.epoch().to_owned(), db.version());
+        let version = head.as_ref().map_or(db.version(), |h| h.version);
+        let commit =
+            head.as_ref().and_then(|h| h.commit.clone()).or_else(|| db.commit_id().map(str::to_owned));
+        let key = (db.epoch().to_owned(), version, commit);
         match self.published.get(&key) {
             Some(known) if *known != digest => Err(format!(
-                "{who}: the published metadata.db of version {} (epoch {}) was replaced by another one",
-                key.1, key.0
+                "{who}: the published state of version {} (epoch {}, commit {:?}) was replaced by another one",
+                key.1, key.0, key.2
             )),
             Some(_) => Ok(()),
             None => {
@@ -951,8 +957,11 @@ impl<'e> Sim<'e> {
     }
 
     fn read_version_txt(&self) -> Option<i64> {
-        let bytes = self.remote.read("version.txt")?;
-        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+        self.read_head().map(|h| h.version)
+    }
+
+    fn read_head(&self) -> Option<Head> {
+        Head::parse(&self.remote.read("version.txt")?).ok()
     }
 
     /// The engine call of instance `i` returned: trace it and check what it did.
@@ -1307,7 +1316,7 @@ impl<'e> Sim<'e> {
         }
         if self.read_version_txt().unwrap_or(0) != db_version {
             return Err(format!(
-                "version.txt {:?} != metadata.db version {db_version}",
+                "version.txt {:?} != the remote state's version {db_version}",
                 self.read_version_txt()
             ));
         }
@@ -1381,24 +1390,24 @@ impl<'e> Sim<'e> {
             }
         }
         let version = store.meta.get(META_VERSION).and_then(|v| v.parse::<i64>().ok());
-        if version != self.read_version_txt() {
+        let commit = store.meta.get(META_COMMIT).filter(|c| !c.is_empty()).cloned();
+        let head = self.read_head();
+        if (version, commit.clone())
+            != (head.as_ref().map(|h| h.version), head.as_ref().and_then(|h| h.commit.clone()))
+        {
             return Err(format!(
-                "n{i}: remembers remote version {version:?}, remote is at {:?}",
-                self.read_version_txt()
+                "n{i}: remembers remote version {version:?} (commit {commit:?}), remote is at {:?}",
+                head.map(|h| (h.version, h.commit))
             ));
         }
         Ok(())
     }
 
+    /// The remote's whole state: `metadata.db` and the commits after it.
     fn remote_db(&self) -> Result<Option<RemoteDb>, String> {
-        match self.remote.read("metadata.db") {
-            None => Ok(None),
-            Some(bytes) => {
-                RemoteDb::from_bytes(&bytes).map(Some).map_err(|e| format!("remote metadata.db: {e}"))
-            }
-        }
+        let state = history::read_state(|p| self.remote.read(p)).map_err(|e| format!("remote state: {e}"))?;
+        Ok(state.map(|(db, _)| db))
     }
-
     fn remote_rows(&self) -> Result<BTreeMap<String, RemoteRow>, String> {
         let Some(db) = self.remote_db()? else { return Ok(BTreeMap::new()) };
         let rows = db.rows_changed_since(0).map_err(|e| e.to_string())?;
@@ -1478,4 +1487,10 @@ fn describe_summary(s: &SyncSummary, crashed: bool) -> String {
         s.new_version,
         if s.epoch_changed { " epoch-changed" } else { "" }
     ) + &s.file_errors.iter().map(|e| format!("; {}: {}", e.stable_id, e.message)).collect::<String>()
+}
+
+/// Does `op` write a commit: a change file, or `metadata.db` (a new remote's
+/// first commit, or a fold)?
+fn is_commit_write(op: &Op) -> bool {
+    matches!(op, Op::Put { path, .. } if path == "metadata.db" || path.starts_with("changes/"))
 }

@@ -63,9 +63,10 @@ pub struct FileError {
 pub struct SyncSummary {
     /// Nothing to do: the quick check found no change on either side.
     pub skipped: bool,
-    /// Blobs uploaded.
+    /// Blobs uploaded (by every attempt: one fenced off after its transfers
+    /// moved them too).
     pub uploaded: u32,
-    /// Blobs downloaded.
+    /// Blobs downloaded (by every attempt).
     pub downloaded: u32,
     /// Local files deleted because of remote tombstones.
     pub deleted_local: u32,
@@ -180,6 +181,18 @@ pub enum SyncError {
     /// Nothing was changed, locally or remotely.
     #[error("remote data is unusable: {0}")]
     RemoteCorrupt(String),
+    /// The remote was written by a newer davsync, in a format this one does
+    /// not know. Nothing was changed; upgrade davsync.
+    #[error(
+        "the remote uses format {format}, newer than this davsync reads (format {supported}); \
+         upgrade davsync to sync with it"
+    )]
+    RemoteTooNew {
+        /// The remote's format.
+        format: u32,
+        /// The newest format this davsync reads.
+        supported: u32,
+    },
     /// Another instance holds the sync lock.
     #[error("the sync lock is held by {holder}; it expires in {expires_in_ms} ms")]
     LockHeld {

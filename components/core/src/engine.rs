@@ -3,11 +3,12 @@
 //! commit before the local one. ARCHITECTURE.md explains why each step is
 //! where it is.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, btree_map};
 
 use sha2::{Digest, Sha256};
 
 use crate::api::{FileError, SyncError, SyncOptions, SyncSummary};
+use crate::history::{self, CHANGES_DIR, ChangeFile, FORMAT, Head, Walk, walk_back};
 use crate::hlc::{Hlc, HlcClock};
 use crate::lease::Lease;
 use crate::local_state::{self, LocalState, PushedInput};
@@ -17,7 +18,7 @@ use crate::ports::{
     BlobError, DownloadJob, Io, LocalCommit, LocalError, Phase, Precondition, ProgressEvent, RemoteError,
     RowWrite, UploadJob,
 };
-use crate::remote_db::RemoteDb;
+use crate::remote_db::{RemoteDb, RemoteDbError};
 use crate::session::{METADATA_DB, Session, TMP_ROOT, VERSION_TXT};
 
 /// Why one attempt stopped without finishing.
@@ -46,11 +47,12 @@ pub fn sync(io: &mut Io<'_>, opts: &SyncOptions) -> Result<SyncSummary, SyncErro
         // A garbled version.txt here (a server without atomic writes, read
         // mid-write by another instance) is no reason to skip or to fail:
         // the sync reads it again under the lease.
-        let remote_version = match session.read_version(io) {
+        let head = match session.read_head(io) {
             Err(SyncError::RemoteCorrupt(_)) => None,
             other => other?,
         };
-        if unsynced == 0 && state.version.is_some() && remote_version == state.version {
+        let at_head = |h: &Head| Some(h.commit_id()) == state.version.map(|v| (v, state.commit.as_deref()));
+        if unsynced == 0 && head.as_ref().is_some_and(at_head) {
             reporter.report(io, 100, Phase::Done, "already in sync");
             let summary = SyncSummary {
                 skipped: true,
@@ -89,6 +91,9 @@ fn run_attempts(
     reporter: &mut Reporter,
 ) -> Result<SyncSummary, SyncError> {
     let attempts_max = opts.commit_attempts_max.max(1);
+    // Blobs moved by every attempt: an attempt fenced off after its
+    // transfers moved them too.
+    let mut moved = (0, 0);
     for attempt in 1..=attempts_max {
         if lease.is_none() {
             reporter.report(io, 5, Phase::Lock, "acquiring the sync lock");
@@ -100,7 +105,7 @@ fn run_attempts(
             // commits may have landed).
             state.own_pushes = local_state::load_own_pushes(io)?;
         }
-        match attempt_once(io, opts, state, session, held, reporter) {
+        match attempt_once(io, opts, state, session, held, reporter, &mut moved) {
             Ok(summary) => return Ok(summary),
             Err(Interrupted::Fenced) => {
                 let msg = format!("another instance committed first; starting over (attempt {attempt})");
@@ -118,46 +123,214 @@ fn run_attempts(
 
 /// The remote state one attempt works on.
 pub(crate) struct Fetched {
-    pub(crate) db: RemoteDb,
-    etag: Option<String>,
+    pub(crate) view: View,
+    /// `version.txt` when the attempt started (its commit is the fencing
+    /// token); none when the remote has none.
+    pub(crate) head: Option<Head>,
+    /// No `metadata.db`: the attempt's commit creates the remote.
     pub(crate) is_new: bool,
-    /// `version.txt` when the attempt started (the fencing token).
-    pub(crate) version_txt: Option<i64>,
+}
+
+/// What an attempt knows of the remote's rows.
+pub(crate) enum View {
+    /// Everything: the checkpoint with every later commit applied.
+    Full(Box<FullView>),
+    /// Only the rows changed since this instance's last sync: its commit is
+    /// still on the remote's history, so every other row is as it left it.
+    Tail(TailView),
+}
+
+/// The whole remote state.
+pub(crate) struct FullView {
+    /// `metadata.db` as downloaded, with the change files after it applied.
+    pub(crate) db: RemoteDb,
+    /// The checkpoint as downloaded: its ETag, version and size.
+    checkpoint_etag: Option<String>,
+    checkpoint_version: i64,
+    checkpoint_bytes: u64,
+    /// Bytes of the change files applied on top.
+    tail_bytes: u64,
+    /// `metadata.db` is not on the chain `version.txt` starts: it alone is
+    /// the state, and the attempt commits past both.
+    off_chain: bool,
+    /// The commit this instance last synced to is not in the history read
+    /// (a stale writer replaced it, or a restore): rows it lacks may have
+    /// been published under versions it thinks it has seen.
+    diverged: bool,
+}
+
+/// The rows changed since this instance's last sync, newest state of each.
+pub(crate) struct TailView {
+    rows: HashMap<String, RemoteRow>,
 }
 
 impl Fetched {
     /// The newest version anyone has published; our commit goes one past it so
     /// `version.txt` only ever grows.
-    pub(crate) fn head(&self) -> i64 {
-        self.db.version().max(self.version_txt.unwrap_or(0))
+    pub(crate) fn head_version(&self) -> i64 {
+        let txt = self.head.as_ref().map_or(0, |h| h.version);
+        match &self.view {
+            View::Full(full) => full.db.version().max(txt),
+            View::Tail(_) => txt,
+        }
+    }
+
+    /// The version and commit id of the state this attempt read: what a
+    /// commit of it follows.
+    fn state_commit(&self) -> (i64, Option<String>) {
+        match (&self.view, &self.head) {
+            (View::Full(full), _) => (full.db.version(), full.db.commit_id().map(str::to_owned)),
+            (View::Tail(_), Some(head)) => (head.version, head.commit.clone()),
+            (View::Tail(_), None) => (0, None),
+        }
+    }
+
+    /// The remote's epoch.
+    pub(crate) fn epoch(&self) -> &str {
+        match &self.view {
+            View::Full(full) => full.db.epoch(),
+            View::Tail(_) => self.head.as_ref().and_then(|h| h.epoch.as_deref()).unwrap_or(""),
+        }
+    }
+
+    /// The whole state (maintenance reads only whole states).
+    pub(crate) fn full(&self) -> Option<&FullView> {
+        match &self.view {
+            View::Full(full) => Some(full),
+            View::Tail(_) => None,
+        }
+    }
+
+    /// The remote rows for `ids` (those it has), sorted by stable id.
+    fn rows(&self, ids: &[String]) -> Result<Vec<RemoteRow>, SyncError> {
+        match &self.view {
+            View::Full(full) => Ok(full.db.rows(ids)?),
+            View::Tail(tail) => Ok(ids.iter().filter_map(|id| tail.rows.get(id).cloned()).collect()),
+        }
     }
 }
 
-/// Downloads and opens `metadata.db` with room in its buffer for `pushes`
-/// rows to be added ([`RemoteDb::from_bytes_with_room`]), or makes a new one
-/// (sized later: [`attempt_once`]).
+/// The last sync this instance completed, from which it may read only the
+/// commits after it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Since<'a> {
+    version: i64,
+    commit: Option<&'a str>,
+    epoch: &'a str,
+    /// May the attempt read only the commits after it?
+    tail: bool,
+}
+
+/// Reads the remote for one attempt. With `since`, only the commits after it
+/// when it is still on the remote's history ([`View::Tail`]); otherwise
+/// `metadata.db` and the commits after it, with room in its buffer for
+/// `pushes` rows to be added ([`RemoteDb::from_bytes_with_room`]), or a new
+/// database (sized later: [`attempt_once`]).
 pub(crate) fn fetch(
     io: &mut Io<'_>,
     opts: &SyncOptions,
     session: &mut Session,
     pushes: usize,
+    since: Option<Since<'_>>,
 ) -> Result<Fetched, SyncError> {
-    let version_txt = session.read_version(io)?;
-    match session.call(io, |io| io.remote.get(METADATA_DB, opts.metadata_bytes_max)) {
-        Ok(f) => {
-            let db = RemoteDb::from_bytes_with_room(&f.bytes, room_for(pushes))?;
-            Ok(Fetched { db, etag: f.etag, is_new: false, version_txt })
+    let head = session.read_head(io)?;
+    // A sync that will push and whose commit should fold reads everything.
+    let fold_next = head.as_ref().is_some_and(|h| Head { version: h.version + 1, ..h.clone() }.fold_due());
+    if let (Some(h), Some(since)) = (&head, since.filter(|s| s.tail && !(fold_next && pushes > 0)))
+        && h.format >= 2
+        && h.epoch.as_deref() == Some(since.epoch)
+        && (h.checkpoint..=h.version).contains(&since.version)
+        && let Walk::Reached(files, _) =
+            walk_back(io, session, h, (since.version, since.commit), opts.metadata_bytes_max)?
+    {
+        let mut rows = HashMap::new();
+        for file in files {
+            rows.extend(file.rows.into_iter().map(|r| (r.stable_id.clone(), r)));
         }
+        return Ok(Fetched { view: View::Tail(TailView { rows }), head, is_new: false });
+    }
+    let checkpoint = match session.call(io, |io| io.remote.get(METADATA_DB, opts.metadata_bytes_max)) {
+        Ok(f) => f,
         Err(RemoteError::NotFound) => {
             let epoch = local_state::new_id(io, "e");
             let db = RemoteDb::create(&epoch).map_err(|e| SyncError::RemoteCorrupt(e.to_string()))?;
-            Ok(Fetched { db, etag: None, is_new: true, version_txt })
+            let full = FullView {
+                db,
+                checkpoint_etag: None,
+                checkpoint_version: 0,
+                checkpoint_bytes: 0,
+                tail_bytes: 0,
+                off_chain: false,
+                diverged: false,
+            };
+            return Ok(Fetched { view: View::Full(Box::new(full)), head, is_new: true });
         }
-        Err(RemoteError::TooLarge { bytes_max }) => Err(SyncError::RemoteCorrupt(format!(
-            "metadata.db is larger than the configured maximum of {bytes_max} bytes"
-        ))),
-        Err(e) => Err(e.into()),
+        Err(RemoteError::TooLarge { bytes_max }) => {
+            return Err(SyncError::RemoteCorrupt(format!(
+                "metadata.db is larger than the configured maximum of {bytes_max} bytes"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let tail_hint = head.as_ref().map_or(0, |h| usize::try_from(h.tail_bytes).unwrap_or(0));
+    let mut db =
+        RemoteDb::from_bytes_with_room(&checkpoint.bytes, room_for(pushes).saturating_add(tail_hint))?;
+    let (checkpoint_version, checkpoint_bytes) = (db.version(), checkpoint.bytes.len() as u64);
+    let checkpoint_commit = db.commit_id().map(str::to_owned);
+    let mut lineage = vec![(checkpoint_version, checkpoint_commit)];
+    drop(checkpoint.bytes);
+    let mut tail_bytes = 0;
+    let mut off_chain = false;
+    if let Some(h) = head.as_ref().filter(|h| h.format >= 2) {
+        let stop = (db.version(), db.commit_id().map(str::to_owned));
+        let walk = if h.epoch.as_deref() == Some(db.epoch()) {
+            walk_back(io, session, h, (stop.0, stop.1.as_deref()), opts.metadata_bytes_max)?
+        } else {
+            Walk::Off
+        };
+        match walk {
+            Walk::Reached(files, bytes) => {
+                tail_bytes = bytes;
+                for file in &files {
+                    history::apply(&mut db, file)?;
+                    lineage.push((file.version, Some(file.commit.clone())));
+                }
+            }
+            // `metadata.db` is not a state on the chain `version.txt` starts:
+            // on a server that ignores conditional writes, a stale lease
+            // holder wrote one of them over a newer one (two instances that
+            // both created the remote, or a checkpoint and a commit crossing).
+            // As in format 1, `metadata.db` is then the truth and the next
+            // commit goes past both; the commits it lacks are published again
+            // by the instances that recorded them (they find their commit off
+            // the chain, and their rows "behind").
+            Walk::Off => off_chain = true,
+            Walk::Missing(path) => {
+                return Err(SyncError::RemoteCorrupt(format!(
+                    "{path} is missing: the history from version.txt (version {}) back to metadata.db \
+                     (version {}) is broken",
+                    h.version, stop.0
+                )));
+            }
+        }
     }
+    // Is the commit this instance last synced to part of the history read?
+    // Not knowing (it is older than the checkpoint) is not "no".
+    let diverged = since.is_some_and(|s| {
+        s.epoch == db.epoch()
+            && s.version >= checkpoint_version
+            && !lineage.iter().any(|(v, c)| (*v, c.as_deref()) == (s.version, s.commit))
+    });
+    let full = FullView {
+        db,
+        checkpoint_etag: checkpoint.etag,
+        checkpoint_version,
+        checkpoint_bytes,
+        tail_bytes,
+        off_chain,
+        diverged,
+    };
+    Ok(Fetched { view: View::Full(Box::new(full)), head, is_new: false })
 }
 
 /// Room to set aside in `metadata.db`'s buffer for a commit of `pushes`
@@ -304,11 +477,22 @@ fn attempt_once(
     session: &mut Session,
     lease: &mut Lease,
     reporter: &mut Reporter,
+    moved: &mut (u32, u32),
 ) -> Result<SyncSummary, Interrupted> {
-    reporter.report(io, 10, Phase::Fetch, "downloading metadata.db");
+    reporter.report(io, 10, Phase::Fetch, "reading the remote's commits");
     let pending = usize::try_from(io.local.count_unsynced()?).unwrap_or(usize::MAX);
-    let mut fetched = fetch(io, opts, session, pending)?;
-    let void_base = state.epoch.as_deref() != Some(fetched.db.epoch());
+    // Only the commits since the last sync, unless an unfinished sync's pushes
+    // or a resolution (it may set a row back to an older base) must be looked
+    // at against the whole remote.
+    let since = match (state.version, state.epoch.as_deref()) {
+        (Some(version), Some(epoch)) => {
+            let tail = state.own_pushes.is_empty() && !state.resync_requested;
+            Some(Since { version, commit: state.commit.as_deref(), epoch, tail })
+        }
+        _ => None,
+    };
+    let mut fetched = fetch(io, opts, session, pending, since)?;
+    let void_base = state.epoch.as_deref() != Some(fetched.epoch());
     let mut summary =
         SyncSummary { epoch_changed: void_base && state.epoch.is_some(), ..SyncSummary::default() };
     if summary.epoch_changed {
@@ -331,40 +515,56 @@ fn attempt_once(
     drop(bases);
 
     let mut transfer = Transfers::default();
-    upload_blobs(io, session, lease, reporter, &mut steps, &mut transfer, &state.instance)?;
-    download_blobs(io, opts, session, lease, reporter, &mut steps, &mut transfer)?;
-    summary.uploaded = transfer.uploaded;
-    summary.downloaded = transfer.downloaded;
+    let transferred = upload_blobs(io, session, lease, reporter, &mut steps, &mut transfer, &state.instance)
+        .and_then(|()| download_blobs(io, opts, session, lease, reporter, &mut steps, &mut transfer));
+    moved.0 += transfer.uploaded;
+    moved.1 += transfer.downloaded;
+    transferred?;
+    (summary.uploaded, summary.downloaded) = *moved;
 
     let now_iso = iso8601_utc(io.clock.now_ms());
     let pushes_any = steps.iter().any(Step::pushes);
-    let needs_commit = pushes_any || fetched.is_new || fetched.version_txt != Some(fetched.db.version());
+    // A `metadata.db` ahead of, behind or off the chain of `version.txt`: a
+    // format-1 crash between the two writes, a restore, a stale writer.
+    let db_off_head = match &fetched.view {
+        View::Full(full) => {
+            full.off_chain || fetched.head.as_ref().map(|h| h.version) != Some(full.db.version())
+        }
+        View::Tail(_) => false,
+    };
+    let needs_commit = pushes_any || fetched.is_new || db_off_head;
     // After a restore from an older copy, commit past every version this
     // instance has seen: a peer that recorded that number must not mistake
     // the new state for the one it already has.
     let known = if void_base { 0 } else { state.version.unwrap_or(0) };
-    let needs_commit = needs_commit || fetched.head() < known;
-    let final_version = if needs_commit {
-        let new_version = fetched.head().max(known) + 1;
+    let needs_commit = needs_commit || fetched.head_version() < known;
+    let (final_version, final_commit) = if needs_commit {
+        let new_version = fetched.head_version().max(known) + 1;
+        let commit_id = local_state::new_id(io, "c");
+        let parent = fetched.state_commit();
         record_own_pushes(io, &steps, &state.own_pushes)?;
-        if fetched.is_new {
+        if fetched.is_new
+            && let View::Full(full) = &mut fetched.view
+        {
             // Sized now that the pushes are counted, and made after their
             // record (~25 MB at 100,000 files) is written and freed: in the
             // component the buffer then takes the memory the record used.
             let pushes = steps.iter().filter(|s| s.pushes()).count();
-            fetched.db.reserve(room_for(pushes))?;
+            full.db.reserve(room_for(pushes))?;
         }
         reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
-        let left_out = merge_pushes(io, &mut fetched.db, &steps, new_version, &now_iso)?;
+        let (left_out, changes) = merge_pushes(io, &mut fetched, &steps, new_version, &now_iso)?;
         drop_steps(&mut steps, &left_out);
-        publish_remote(io, session, lease, &mut fetched)?;
-        new_version
+        let commit = Commit { version: new_version, id: commit_id.clone(), parent, changes };
+        publish_commit(io, session, lease, reporter, &mut fetched, commit)?;
+        (new_version, Some(commit_id))
     } else {
-        fetched.head()
+        let version = fetched.head_version();
+        (version, fetched.head.as_ref().filter(|h| h.version == version).and_then(|h| h.commit.clone()))
     };
-    // The remote database is published: free it (75 MiB at 100,000 files)
+    // The remote state is published: free it (75 MiB at 100,000 files)
     // before the local commit.
-    let epoch = fetched.db.epoch().to_owned();
+    let epoch = fetched.epoch().to_owned();
     drop(fetched);
 
     reporter.report(io, 95, Phase::Apply, "updating the local database");
@@ -374,10 +574,12 @@ fn attempt_once(
     // Plain pushes the app changed since the merge: left alone, as the store
     // leaves a row whose `expected` no longer matches.
     let mut changed = Vec::new();
+    let mut overtaken = false;
     for chunk in steps.chunks(LOCAL_COMMIT_CHUNK) {
         // Read inside the open commit (the store allows reads there).
         let mut reread = reread_pushes(io, chunk)?;
-        let writes = local_writes(chunk, &mut reread, final_version, &mut clock, &mut changed);
+        let mut writes = local_writes(chunk, &mut reread, final_version, &mut clock, &mut changed);
+        overtaken |= drop_overtaken(io, chunk, &mut writes, &mut changed)?;
         if !writes.is_empty() {
             io.local.commit_writes(&writes)?;
         }
@@ -394,8 +596,11 @@ fn attempt_once(
     }
     // With a file left behind, keep the old version so the quick check sends
     // the next sync back for it.
-    if transfer.errors.is_empty() {
+    // Likewise with a remote change the app overtook: the next sync, reading
+    // only the commits since the version recorded, must still see it.
+    if transfer.errors.is_empty() && !overtaken {
         meta.push((local_state::META_VERSION.to_owned(), final_version.to_string()));
+        meta.push((local_state::META_COMMIT.to_owned(), final_commit.unwrap_or_default()));
     }
     let mut outcome = io.local.commit_finish(&meta)?;
     outcome.skipped.extend(changed);
@@ -420,7 +625,10 @@ fn compare(
     bases: &[RowBase],
     ctx: &DecideContext<'_>,
 ) -> Result<Vec<Step>, SyncError> {
-    let ids = candidates(state, &fetched.db, bases, ctx)?;
+    let ids = match &fetched.view {
+        View::Full(full) => candidates(state, &full.db, full.diverged, bases, ctx)?,
+        View::Tail(tail) => tail_candidates(tail, bases),
+    };
     // Sized once: a first sync makes a step of every candidate, and a vector
     // grown by doubling would hold up to twice the steps' memory.
     let mut steps = Vec::with_capacity(ids.len());
@@ -430,7 +638,7 @@ fn compare(
         let mut locals: HashMap<String, LocalRow> =
             io.local.rows(chunk)?.into_iter().map(|r| (r.stable_id.clone(), r)).collect();
         let mut remotes: HashMap<String, RemoteRow> =
-            fetched.db.rows(chunk)?.into_iter().map(|r| (r.stable_id.clone(), r)).collect();
+            fetched.rows(chunk)?.into_iter().map(|r| (r.stable_id.clone(), r)).collect();
         for id in chunk {
             let local = locals.remove(id);
             let remote = remotes.remove(id);
@@ -440,7 +648,16 @@ fn compare(
             let action = decide(local.as_ref(), remote.as_ref(), ctx);
             if action != Action::Nothing {
                 let verify_blob = own_push_to_verify(local.as_ref(), remote.as_ref(), &action, ctx);
-                steps.push(Step::new(local, remote, action, verify_blob));
+                // Read from the commits since the last sync, a row they did
+                // not touch is still the base on the remote.
+                let at_base = remote.is_none() && matches!(fetched.view, View::Tail(_));
+                let same_content_as_base =
+                    local.as_ref().is_some_and(|l| l.sync_hash.as_ref() == Some(&l.id) && !l.deleted);
+                let mut step = Step::new(local, remote, action, verify_blob);
+                if let Step::Push(p) = &mut step {
+                    p.same_content |= at_base && same_content_as_base;
+                }
+                steps.push(step);
             }
         }
     }
@@ -455,10 +672,13 @@ const COMPARE_CHUNK: usize = 1024;
 /// - pending rows, and every row when the base is void;
 /// - rows whose remote version differs from their base (or the remote lacks);
 /// - remote rows we do not have, newer than the version we last synced
-///   (older ones were seen by an earlier sync: tombstones of files we never had).
+///   (older ones were seen by an earlier sync: tombstones of files we never
+///   had), or all of them when that sync's commit is not in the history
+///   read (`diverged`).
 fn candidates(
     state: &LocalState,
     db: &RemoteDb,
+    diverged: bool,
     bases: &[RowBase],
     ctx: &DecideContext<'_>,
 ) -> Result<Vec<String>, SyncError> {
@@ -470,7 +690,7 @@ fn candidates(
     let mut remote_rv: Vec<Option<i64>> = vec![None; bases.len()];
     let mut ids = Vec::new();
     let find = |id: &str| order.binary_search_by(|&i| bases[i as usize].stable_id.as_str().cmp(id));
-    let seen_up_to = if ctx.void_base { None } else { state.version };
+    let seen_up_to = if ctx.void_base || diverged { None } else { state.version };
     db.for_each_row_version(|id, rv| match find(id) {
         Ok(k) => remote_rv[order[k] as usize] = Some(rv),
         Err(_) if seen_up_to.is_none_or(|v| rv > v) => ids.push(id.to_owned()),
@@ -503,6 +723,22 @@ fn candidates(
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)
+}
+
+/// The stable ids that need a decision when only the commits since the last
+/// sync were read, sorted and unique: pending rows and the rows those commits
+/// wrote. Every other row is, on the remote, as the last sync left it: its
+/// commit is on the remote's history, and nothing after it touched the row.
+/// A pending row the commits did not touch is then pushed: with no remote row
+/// [`decide`] pushes it, which is what it decides for a pending row whose
+/// remote row is unchanged since the base (the rows are never in conflict
+/// then, and an unfinished sync's pushes are read against the whole remote).
+fn tail_candidates(tail: &TailView, bases: &[RowBase]) -> Vec<String> {
+    let pending = bases.iter().filter(|b| b.sync_status.is_pending()).map(|b| b.stable_id.clone());
+    let mut ids: Vec<String> = tail.rows.keys().cloned().chain(pending).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// Refuses to delete more than the configured share of local files.
@@ -906,41 +1142,73 @@ fn remote_row(row: &LocalRow, stamp: &Hlc, now_iso: &str, version: i64) -> Remot
 /// Rows read again per `rows` call by the merge and the local commit.
 const REREAD_CHUNK: usize = 512;
 
-/// Merges the pushes into `db` as the commit of `version` (SPEC §3 step 7),
-/// one row at a time (no copy of them all); plain pushes are read again in
-/// chunks. Returns the indices of the plain pushes left out because the app
-/// changed the row since the compare: they wait for the next sync.
+/// Merges the pushes into the remote state as the commit of `version` (SPEC
+/// §3 step 7), one row at a time (no copy of them all); plain pushes are read
+/// again in chunks. Returns the indices of the plain pushes left out because
+/// the app changed the row since the compare (they wait for the next sync),
+/// and the rows of the commit's change file (none for a new remote, whose
+/// first commit is its checkpoint).
 fn merge_pushes(
     io: &mut Io<'_>,
-    db: &mut RemoteDb,
+    fetched: &mut Fetched,
     steps: &[Step],
     version: i64,
     now_iso: &str,
-) -> Result<BTreeSet<usize>, SyncError> {
+) -> Result<(BTreeSet<usize>, Vec<RemoteRow>), SyncError> {
     let mut left_out = BTreeSet::new();
-    db.commit_with(version, now_iso, |merge| -> Result<(), SyncError> {
-        for (c, chunk) in steps.chunks(REREAD_CHUNK).enumerate() {
-            let mut reread = reread_pushes(io, chunk)?;
-            for (k, step) in chunk.iter().enumerate() {
-                let row = match step {
-                    Step::Push(p) => match reread.remove(&p.stable_id) {
-                        Some(row) => remote_row(&row, &p.input.stamp, now_iso, version),
-                        None => {
-                            left_out.insert(c * REREAD_CHUNK + k);
-                            continue;
-                        }
-                    },
-                    Step::Full(f) => match &f.action {
-                        Action::Push { row, stamp } => remote_row(row, stamp, now_iso, version),
-                        _ => continue,
-                    },
-                };
+    let mut changes = Vec::new();
+    let collect = !fetched.is_new;
+    match &mut fetched.view {
+        View::Full(full) => full.db.commit_with(version, now_iso, |merge| -> Result<(), SyncError> {
+            merged_rows(io, steps, version, now_iso, &mut left_out, |row| {
                 merge.upsert(&row)?;
-            }
+                if collect {
+                    changes.push(row);
+                }
+                Ok(())
+            })
+        })?,
+        View::Tail(_) => merged_rows(io, steps, version, now_iso, &mut left_out, |row| {
+            // Never publish what we would refuse to read back.
+            row.validate()
+                .map_err(|source| RemoteDbError::InvalidRow { stable_id: row.stable_id.clone(), source })?;
+            changes.push(row);
+            Ok(())
+        })?,
+    }
+    Ok((left_out, changes))
+}
+
+/// Hands each row the pushes publish in the commit of `version` to `take`;
+/// plain pushes the app changed since the compare go to `left_out`.
+fn merged_rows(
+    io: &mut Io<'_>,
+    steps: &[Step],
+    version: i64,
+    now_iso: &str,
+    left_out: &mut BTreeSet<usize>,
+    mut take: impl FnMut(RemoteRow) -> Result<(), SyncError>,
+) -> Result<(), SyncError> {
+    for (c, chunk) in steps.chunks(REREAD_CHUNK).enumerate() {
+        let mut reread = reread_pushes(io, chunk)?;
+        for (k, step) in chunk.iter().enumerate() {
+            let row = match step {
+                Step::Push(p) => match reread.remove(&p.stable_id) {
+                    Some(row) => remote_row(&row, &p.input.stamp, now_iso, version),
+                    None => {
+                        left_out.insert(c * REREAD_CHUNK + k);
+                        continue;
+                    }
+                },
+                Step::Full(f) => match &f.action {
+                    Action::Push { row, stamp } => remote_row(row, stamp, now_iso, version),
+                    _ => continue,
+                },
+            };
+            take(row)?;
         }
-        Ok(())
-    })?;
-    Ok(left_out)
+    }
+    Ok(())
 }
 
 /// Remembers, before the remote commit, which local states this attempt
@@ -983,91 +1251,228 @@ fn record_own_pushes(
     Ok(())
 }
 
-/// Merge, upload `metadata.db`, then `version.txt` (SPEC §3 steps 7-8).
-/// `pushes` are stamped `new_version`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn commit_remote<R: std::borrow::Borrow<RemoteRow>>(
+/// A commit about to be published.
+pub(crate) struct Commit {
+    /// Its version.
+    pub(crate) version: i64,
+    /// Its id (random).
+    pub(crate) id: String,
+    /// The version and commit id of the state it was made from.
+    pub(crate) parent: (i64, Option<String>),
+    /// The rows it writes (its change file).
+    pub(crate) changes: Vec<RemoteRow>,
+}
+
+/// Commits nothing but a new version (gc's fence for syncs in flight).
+pub(crate) fn commit_empty(
     io: &mut Io<'_>,
     session: &mut Session,
     lease: &mut Lease,
     reporter: &mut Reporter,
     fetched: &mut Fetched,
-    pushes: impl IntoIterator<Item = R>,
     new_version: i64,
     now_iso: &str,
 ) -> Result<(), Interrupted> {
     reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
-    fetched.db.commit(pushes, new_version, now_iso)?;
-    publish_remote(io, session, lease, fetched)
+    let commit = Commit {
+        version: new_version,
+        id: local_state::new_id(io, "c"),
+        parent: fetched.state_commit(),
+        changes: Vec::new(),
+    };
+    if let View::Full(full) = &mut fetched.view {
+        full.db.commit(std::iter::empty::<RemoteRow>(), new_version, now_iso)?;
+    }
+    publish_commit(io, session, lease, reporter, fetched, commit)
 }
 
-/// Uploads the merged `metadata.db`, then `version.txt` (SPEC §3 step 8).
-fn publish_remote(
+/// Publishes a commit (SPEC §3 step 8): its change file, then `version.txt`
+/// naming it; a new remote's first commit is its checkpoint, `metadata.db`,
+/// instead. Then folds the history into `metadata.db` when that is due.
+/// `fetched` holds the state with the commit merged (its full view, if any).
+fn publish_commit(
     io: &mut Io<'_>,
     session: &mut Session,
     lease: &mut Lease,
+    reporter: &mut Reporter,
     fetched: &mut Fetched,
+    commit: Commit,
 ) -> Result<(), Interrupted> {
-    let new_version = fetched.db.version();
-    let (version_txt, is_new, etag) = (fetched.version_txt, fetched.is_new, fetched.etag.clone());
-    // Lent by SQLite, not copied (75 MiB at 100,000 files).
-    let bytes = fetched.db.bytes()?;
-    let bytes: &[u8] = &bytes;
-
-    lease.confirm(session, io)?;
-    fence(io, session, version_txt)?;
-    let condition = match (etag, is_new) {
-        (_, true) => Precondition::IfNoneMatchAny,
-        (Some(etag), false) => Precondition::IfMatch(etag),
-        (None, false) => Precondition::None,
+    let token = fetched.head.as_ref().map(|h| (h.version, h.commit.clone()));
+    let epoch = fetched.epoch().to_owned();
+    let mut head = Head {
+        version: commit.version,
+        format: FORMAT,
+        commit: Some(commit.id.clone()),
+        epoch: Some(epoch.clone()),
+        checkpoint: 0,
+        checkpoint_bytes: 0,
+        tail_bytes: 0,
     };
-    match session.call(io, |io| io.remote.put(METADATA_DB, bytes, &condition)) {
-        Ok(_) => {}
-        // A new remote someone else created meanwhile: start over with theirs.
-        Err(RemoteError::PreconditionFailed) if is_new => return Err(Interrupted::Fenced),
-        // Either someone committed (version.txt moved: start over), or the
-        // server refused an ETag it had just handed out (weak ETag right after a
-        // write). Only the first is a rival commit.
-        Err(RemoteError::PreconditionFailed) => {
-            fence(io, session, version_txt)?;
-            lease.confirm(session, io)?;
-            session.call(io, |io| io.remote.put(METADATA_DB, bytes, &Precondition::None))?;
+    if fetched.is_new {
+        let View::Full(full) = &mut fetched.view else {
+            return Err(Interrupted::Failed(SyncError::Invalid("a new remote is read whole".to_owned())));
+        };
+        full.db.set_commit_id(&commit.id)?;
+        // Lent by SQLite, not copied (75 MiB at 100,000 files).
+        let bytes = full.db.bytes()?;
+        let bytes: &[u8] = &bytes;
+        head.checkpoint = commit.version;
+        head.checkpoint_bytes = bytes.len() as u64;
+        lease.confirm(session, io)?;
+        fence(io, session, &token)?;
+        match session.call(io, |io| io.remote.put(METADATA_DB, bytes, &Precondition::IfNoneMatchAny)) {
+            Ok(_) => {}
+            // Someone else created the remote meanwhile: start over with theirs.
+            Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) => {
+                return Err(Interrupted::Fenced);
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
+        return write_head(io, session, lease, &token, &head);
     }
+    let file = ChangeFile {
+        format: FORMAT,
+        epoch,
+        version: commit.version,
+        commit: commit.id,
+        parent_version: commit.parent.0,
+        parent_commit: commit.parent.1,
+        rows: commit.changes,
+    };
+    let path = file.own_path();
+    let bytes = file.to_bytes();
+    drop(file);
+    (head.checkpoint, head.checkpoint_bytes, head.tail_bytes) = match (&fetched.view, &fetched.head) {
+        (View::Full(full), _) => (full.checkpoint_version, full.checkpoint_bytes, full.tail_bytes),
+        (View::Tail(_), Some(h)) => (h.checkpoint, h.checkpoint_bytes, h.tail_bytes),
+        (View::Tail(_), None) => (0, 0, 0),
+    };
+    head.tail_bytes = head.tail_bytes.saturating_add(bytes.len() as u64);
     lease.confirm(session, io)?;
-    // Fence again: a commit (a sync, or a gc's version bump) that landed
-    // between the first fence and our `metadata.db` write was overwritten by
-    // it on a server that ignores `If-Match`. Starting over takes the
-    // own-push path, which checks our blobs and re-publishes what is behind.
-    let version_condition = fence(io, session, version_txt)?;
-    // `version.txt` too is replaced only if it is still the one the fence
-    // read: a holder that stalls right here, past its lease, must not set the
-    // counter back under a newer commit (where the server honours it).
-    let text = format!("{new_version}\n");
-    match session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &version_condition)) {
-        Ok(_) => {}
-        Err(RemoteError::PreconditionFailed) => {
-            // A rival commit moved it (start over), or a lost response's
-            // retry met our own write, or a weak ETag was refused.
-            fence(io, session, version_txt)?;
-            lease.confirm(session, io)?;
-            session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &Precondition::None))?;
+    fence(io, session, &token)?;
+    session.ensure_collection(io, CHANGES_DIR)?;
+    put_once(io, session, &path, &bytes)?;
+    drop(bytes);
+    write_head(io, session, lease, &token, &head)?;
+    if head.fold_due()
+        && let View::Full(full) = &mut fetched.view
+    {
+        reporter.report(
+            io,
+            92,
+            Phase::Commit,
+            &format!("folding the history into metadata.db at {}", head.version),
+        );
+        if let Err(Interrupted::Failed(e)) = fold(io, session, lease, full, &head) {
+            // The commit stands; the next commit folds instead.
+            reporter.report(io, 93, Phase::Commit, &format!("metadata.db was not rewritten: {e}"));
         }
-        Err(e) => return Err(e.into()),
     }
     Ok(())
 }
 
-/// Fencing: `version.txt` must still be what this attempt started from.
-/// Returns the precondition that replaces exactly that `version.txt`.
+/// Creates a file that must not exist yet (a change file: its name is
+/// unique). Meeting it already there with the same bytes is the retry of a
+/// write whose answer was lost.
+fn put_once(io: &mut Io<'_>, session: &mut Session, path: &str, bytes: &[u8]) -> Result<(), Interrupted> {
+    match session.call(io, |io| io.remote.put(path, bytes, &Precondition::IfNoneMatchAny)) {
+        Ok(_) => Ok(()),
+        Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) => {
+            let there = session.call(io, |io| io.remote.get(path, bytes.len() as u64))?;
+            if there.bytes == bytes {
+                Ok(())
+            } else {
+                Err(Interrupted::Failed(SyncError::RemoteCorrupt(format!(
+                    "{path} exists with other content"
+                ))))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `version.txt` (`head`) over the one the attempt started from
+/// (`token`), under a confirmed lease.
+fn write_head(
+    io: &mut Io<'_>,
+    session: &mut Session,
+    lease: &mut Lease,
+    token: &Option<(i64, Option<String>)>,
+    head: &Head,
+) -> Result<(), Interrupted> {
+    lease.confirm(session, io)?;
+    // Fence again: a commit (a sync, or a gc's version bump) that landed
+    // since the attempt read the remote is never written over. `version.txt`
+    // is replaced only if it is still the one the fence read: a holder that
+    // stalls right here, past its lease, must not set the counter back under
+    // a newer commit (where the server honours conditions).
+    let condition = fence(io, session, token)?;
+    let text = head.to_text();
+    match session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &condition)) {
+        Ok(_) => Ok(()),
+        Err(RemoteError::PreconditionFailed) => {
+            // A rival commit moved it (start over), or a lost response's
+            // retry met our own write, or a weak ETag was refused.
+            fence(io, session, token)?;
+            lease.confirm(session, io)?;
+            session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &Precondition::None))?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Folds the history into `metadata.db`: writes the state at `head`'s
+/// commit as the new checkpoint, then `version.txt` naming it. Only after the
+/// commit is published, so `metadata.db` always holds a state on the history;
+/// a crash in between leaves a checkpoint newer than `version.txt` says,
+/// which readers take as it is.
+fn fold(
+    io: &mut Io<'_>,
+    session: &mut Session,
+    lease: &mut Lease,
+    full: &mut FullView,
+    head: &Head,
+) -> Result<(), Interrupted> {
+    let commit = head.commit.as_deref().unwrap_or_default();
+    full.db.set_commit_id(commit)?;
+    let bytes = full.db.bytes()?;
+    let bytes: &[u8] = &bytes;
+    lease.confirm(session, io)?;
+    let Some((now, etag)) = session.read_head_tagged(io)? else { return Ok(()) };
+    if now.commit_id() != head.commit_id() {
+        return Ok(());
+    }
+    let condition = full.checkpoint_etag.clone().map_or(Precondition::IfNoneMatchAny, Precondition::IfMatch);
+    match session.call(io, |io| io.remote.put(METADATA_DB, bytes, &condition)) {
+        Ok(_) => {}
+        Err(RemoteError::PreconditionFailed) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    lease.confirm(session, io)?;
+    let folded = Head {
+        checkpoint: head.version,
+        checkpoint_bytes: bytes.len() as u64,
+        tail_bytes: 0,
+        ..head.clone()
+    };
+    let condition = etag.map_or(Precondition::None, Precondition::IfMatch);
+    match session.call(io, |io| io.remote.put(VERSION_TXT, folded.to_text().as_bytes(), &condition)) {
+        Ok(_) | Err(RemoteError::PreconditionFailed) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Fencing: `version.txt` must still name the commit this attempt started
+/// from. Returns the precondition that replaces exactly that `version.txt`.
 fn fence(
     io: &mut Io<'_>,
     session: &mut Session,
-    version_txt: Option<i64>,
+    token: &Option<(i64, Option<String>)>,
 ) -> Result<Precondition, Interrupted> {
-    let now = session.read_version_tagged(io)?;
-    if now.as_ref().map(|(v, _)| *v) != version_txt {
+    let now = session.read_head_tagged(io)?;
+    if now.as_ref().map(|(h, _)| (h.version, h.commit.clone())) != *token {
         return Err(Interrupted::Fenced);
     }
     Ok(match now {
@@ -1136,6 +1541,43 @@ fn local_writes(
         writes.push(RowWrite { row, expected: f.local.clone() });
     }
     writes
+}
+
+/// Leaves out the writes of remote changes (pulls, conflicts, new bases)
+/// to rows the app changed since the compare, as the store would, and says
+/// whether there were any. Read inside the open local commit, which holds
+/// the database's write lock: what it finds is what the store will find.
+fn drop_overtaken(
+    io: &mut Io<'_>,
+    chunk: &[Step],
+    writes: &mut Vec<RowWrite>,
+    changed: &mut Vec<String>,
+) -> Result<bool, LocalError> {
+    let remote_side: HashSet<&str> = chunk
+        .iter()
+        .filter(|s| s.full().is_some_and(|f| !matches!(f.action, Action::Push { .. })))
+        .map(Step::stable_id)
+        .collect();
+    let ids: Vec<String> = writes
+        .iter()
+        .filter(|w| remote_side.contains(w.row.stable_id.as_str()))
+        .map(|w| w.row.stable_id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(false);
+    }
+    let now: HashMap<String, LocalRow> =
+        io.local.rows(&ids)?.into_iter().map(|r| (r.stable_id.clone(), r)).collect();
+    let before = writes.len();
+    writes.retain(|w| {
+        let keep = !remote_side.contains(w.row.stable_id.as_str())
+            || now.get(&w.row.stable_id) == w.expected.as_ref();
+        if !keep {
+            changed.push(w.row.stable_id.clone());
+        }
+        keep
+    });
+    Ok(writes.len() != before)
 }
 
 /// `row` as it is once published with `stamp` in the commit of `version`.
@@ -1333,15 +1775,32 @@ mod tests {
     /// the clock after them, the rows left out, and the push records.
     type Committed = (Vec<RemoteRow>, Vec<RowWrite>, Hlc, Vec<String>, OwnPushes, u32, u32);
 
+    /// A whole remote state (not a new remote: its commit has a change file).
+    fn whole(db: RemoteDb) -> Fetched {
+        let full = FullView {
+            db,
+            checkpoint_etag: None,
+            checkpoint_version: 0,
+            checkpoint_bytes: 0,
+            tail_bytes: 0,
+            off_chain: false,
+            diverged: false,
+        };
+        Fetched { view: View::Full(Box::new(full)), head: None, is_new: false }
+    }
+
     fn commit_both_ways(store: &mut MemStore, steps: &mut Vec<Step>) -> Committed {
         with_io(store, |io| {
             assert!(record_own_pushes(io, steps, &OwnPushes::new()).is_ok());
             let own = local_state::load_own_pushes(io).unwrap();
-            let mut db = RemoteDb::create("e1").unwrap();
-            let left_out = merge_pushes(io, &mut db, steps, 1, NOW).unwrap();
+            let mut fetched = whole(RemoteDb::create("e1").unwrap());
+            let (left_out, mut changes) = merge_pushes(io, &mut fetched, steps, 1, NOW).unwrap();
             drop_steps(steps, &left_out);
             let ids: Vec<String> = (0..1000).map(|i| format!("f{i:03}")).collect();
-            let remote_rows = db.rows(&ids).unwrap();
+            let remote_rows = fetched.full().unwrap().db.rows(&ids).unwrap();
+            // The change file holds exactly what the merge wrote.
+            changes.sort_by(|a, b| a.stable_id.cmp(&b.stable_id));
+            assert_eq!(changes, remote_rows);
             let mut clock = HlcClock::new("me", None);
             let (mut writes, mut changed) = (Vec::new(), Vec::new());
             for chunk in steps.chunks(7) {
@@ -1402,7 +1861,7 @@ mod tests {
         let (thin, _) = pushes(n);
         let mut store = store_with(n);
         let left_out = with_io(&mut store, |io| {
-            merge_pushes(io, &mut RemoteDb::create("e1").unwrap(), &thin, 1, NOW).unwrap()
+            merge_pushes(io, &mut whole(RemoteDb::create("e1").unwrap()), &thin, 1, NOW).unwrap().0
         });
         assert!(left_out.is_empty());
         store.rows.get_mut("f007").unwrap().meta.label = Some("edited after the merge".into());

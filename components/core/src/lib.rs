@@ -26,6 +26,7 @@ pub mod remote_db;
 
 pub mod api;
 pub mod engine;
+pub mod history;
 pub mod lease;
 pub mod local_state;
 pub mod maintenance;

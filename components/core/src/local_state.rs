@@ -16,6 +16,10 @@ use crate::ports::{Io, LocalError};
 pub const META_INSTANCE: &str = "instance_id";
 /// The remote `version` at the last sync.
 pub const META_VERSION: &str = "remote_version";
+/// The id of the remote commit at `remote_version` (remote format 2): the
+/// next sync reads only the commits after it while it is still on the
+/// remote's history.
+pub const META_COMMIT: &str = "remote_commit";
 /// The remote `epoch` at the last sync.
 pub const META_EPOCH: &str = "remote_epoch";
 /// The HLC state after the last sync.
@@ -40,6 +44,8 @@ pub struct LocalState {
     pub instance_is_new: bool,
     /// Remote version at the last sync.
     pub version: Option<i64>,
+    /// The id of the remote commit at `version` (none: format 1, or none recorded).
+    pub commit: Option<String>,
     /// Remote epoch at the last sync.
     pub epoch: Option<String>,
     /// HLC after the last sync.
@@ -86,6 +92,11 @@ impl OwnPushes {
     /// None recorded.
     pub const fn new() -> OwnPushes {
         OwnPushes(BTreeMap::new())
+    }
+
+    /// True when nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Records `row` as the input of a push stamped `stamp`; false if that
@@ -213,6 +224,10 @@ pub fn load(io: &mut Io<'_>) -> Result<LocalState, SyncError> {
         None => None,
         Some(v) => Some(v.trim().parse::<i64>().map_err(|_| invalid(META_VERSION, &v))?),
     };
+    let commit = match non_empty(io.local.meta_get(META_COMMIT)?) {
+        Some(c) => Some(validate_stable_id(&c).map(|()| c.clone()).map_err(|_| invalid(META_COMMIT, &c))?),
+        None => None,
+    };
     let epoch = non_empty(io.local.meta_get(META_EPOCH)?);
     let last = match non_empty(io.local.meta_get(META_HLC)?) {
         None => None,
@@ -226,6 +241,7 @@ pub fn load(io: &mut Io<'_>) -> Result<LocalState, SyncError> {
         instance,
         instance_is_new,
         version,
+        commit,
         epoch,
         seen,
         resync_requested,

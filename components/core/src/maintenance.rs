@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{SyncError, SyncOptions};
 use crate::engine::{self, Fetched, Interrupted, Reporter};
 use crate::lease::{self, Lease};
-use crate::model::{BlobRef, ContentHash, LocalRow, RemoteRow, RowBase, iso8601_utc};
+use crate::model::{BlobRef, ContentHash, LocalRow, RowBase, iso8601_utc};
 use crate::ports::{
     ApplyOutcome, BlobError, BlobHasher, BlobTransfer, Clock, DownloadJob, Io, LocalCommit, LocalError,
     LocalStore, NoProgress, Random, RemoteError, RemoteTransport, RowWrite, UploadJob,
@@ -120,6 +120,16 @@ pub enum MaintenanceError {
     /// `metadata.db`, `version.txt` or a row is unusable; nothing was deleted.
     #[error("remote data is unusable: {0}")]
     RemoteCorrupt(String),
+    /// The remote uses a newer format; nothing was deleted: upgrade davsync.
+    #[error(
+        "the remote uses format {format}, newer than this davsync reads (format {supported}); upgrade davsync"
+    )]
+    RemoteTooNew {
+        /// The remote's format.
+        format: u32,
+        /// The newest format this davsync reads.
+        supported: u32,
+    },
     /// The remote has no `metadata.db` yet: no instance has synced to it.
     #[error("the remote has no metadata.db yet: nothing to report or collect")]
     NoRemote,
@@ -149,6 +159,9 @@ impl From<SyncError> for MaintenanceError {
         match e {
             SyncError::Remote(e) => MaintenanceError::Remote(e),
             SyncError::RemoteCorrupt(why) => MaintenanceError::RemoteCorrupt(why),
+            SyncError::RemoteTooNew { format, supported } => {
+                MaintenanceError::RemoteTooNew { format, supported }
+            }
             SyncError::LockHeld { holder, expires_in_ms } => {
                 MaintenanceError::LockHeld { holder, expires_in_ms }
             }
@@ -286,14 +299,15 @@ pub fn remote_status(
     let mut session = Session::new(opts.remote_retries_max);
     with_io(io, |io, _| {
         let fetched = fetch_existing(io, &sync_opts, &mut session)?;
-        let stats = fetched.db.stats().map_err(corrupt)?;
+        let db = whole(&fetched);
+        let stats = db.stats().map_err(corrupt)?;
         let blobs = list_blobs(io, &mut session, None)?;
         let lease = lease::current_holder(&mut session, io, &sync_opts)?
             .map(|(holder, expires_in_ms)| LeaseInfo { holder, expires_in_ms });
         Ok(RemoteStatus {
-            version: fetched.db.version(),
-            version_txt: fetched.version_txt,
-            epoch: fetched.db.epoch().to_owned(),
+            version: db.version(),
+            version_txt: fetched.head.as_ref().map(|h| h.version),
+            epoch: db.epoch().to_owned(),
             live_files: stats.live,
             tombstones: stats.tombstones,
             blob_count: blobs.len() as u64,
@@ -314,7 +328,7 @@ pub fn verify(
     let mut session = Session::new(opts.remote_retries_max);
     with_io(io, |io, hasher| {
         let fetched = fetch_existing(io, &sync_opts, &mut session)?;
-        let referenced = live_blobs(&fetched.db)?;
+        let referenced = live_blobs(whole(&fetched))?;
         let listed = list_blobs(io, &mut session, None)?;
         let present: BTreeSet<&str> = listed.iter().map(|b| b.path.as_str()).collect();
         let mut problems = Vec::new();
@@ -332,7 +346,7 @@ pub fn verify(
         let referenced_paths: BTreeSet<String> = referenced.keys().map(BlobRef::path).collect();
         let unreferenced = listed.into_iter().filter(|b| !referenced_paths.contains(&b.path)).collect();
         Ok(VerifyReport {
-            version: fetched.db.version(),
+            version: whole(&fetched).version(),
             blobs_checked: referenced.len() as u64,
             problems,
             unreferenced,
@@ -366,11 +380,11 @@ fn gc_locked(
     lease: &mut Lease,
 ) -> Result<GcReport, MaintenanceError> {
     let mut fetched = fetch_existing(io, sync_opts, session)?;
-    let referenced: BTreeSet<String> = live_blobs(&fetched.db)?.keys().map(BlobRef::path).collect();
+    let referenced: BTreeSet<String> = live_blobs(whole(&fetched))?.keys().map(BlobRef::path).collect();
     let listed = list_blobs(io, session, Some(lease))?;
     let cutoff_ms = session.server_now_ms(io).saturating_sub_unsigned(opts.gc_grace_ms);
     let mut report = GcReport {
-        version_before: fetched.db.version(),
+        version_before: whole(&fetched).version(),
         version_after: None,
         deleted: Vec::new(),
         deleted_bytes: 0,
@@ -388,19 +402,10 @@ fn gc_locked(
     if doomed.is_empty() {
         return Ok(report);
     }
-    let new_version = fetched.head() + 1;
+    let new_version = fetched.head_version() + 1;
     let now_iso = iso8601_utc(io.clock.now_ms());
     let mut reporter = Reporter::default();
-    engine::commit_remote(
-        io,
-        session,
-        lease,
-        &mut reporter,
-        &mut fetched,
-        Vec::<RemoteRow>::new(),
-        new_version,
-        &now_iso,
-    )?;
+    engine::commit_empty(io, session, lease, &mut reporter, &mut fetched, new_version, &now_iso)?;
     report.version_after = Some(new_version);
     for blob in doomed {
         // One lease check per DELETE, as a sync checks before each commit
@@ -413,14 +418,20 @@ fn gc_locked(
     Ok(report)
 }
 
-/// `metadata.db` as it is; a remote without one is [`MaintenanceError::NoRemote`].
+/// The whole remote state: `metadata.db` and the commits after it; a remote
+/// without one is [`MaintenanceError::NoRemote`].
 fn fetch_existing(
     io: &mut Io<'_>,
     opts: &SyncOptions,
     session: &mut Session,
 ) -> Result<Fetched, MaintenanceError> {
-    let fetched = engine::fetch(io, opts, session, 0)?;
+    let fetched = engine::fetch(io, opts, session, 0, None)?;
     if fetched.is_new { Err(MaintenanceError::NoRemote) } else { Ok(fetched) }
+}
+
+/// The state a [`fetch_existing`] read: always whole (it reads no tail alone).
+fn whole(fetched: &Fetched) -> &RemoteDb {
+    &fetched.full().expect("fetched without `since`: a whole state").db
 }
 
 fn corrupt(e: crate::remote_db::RemoteDbError) -> MaintenanceError {
@@ -674,9 +685,14 @@ mod tests {
             }
         }
 
-        fn version(&self) -> (i64, String) {
-            let db = RemoteDb::from_bytes(&self.remote.read(METADATA_DB).unwrap()).unwrap();
-            (db.version(), String::from_utf8(self.remote.read(VERSION_TXT).unwrap()).unwrap())
+        fn version(&self) -> (i64, i64) {
+            let (db, head) = self.state();
+            (db.version(), head.map_or(0, |h| h.version))
+        }
+
+        /// The remote's whole state: `metadata.db` and the commits after it.
+        fn state(&self) -> (RemoteDb, Option<crate::history::Head>) {
+            crate::history::read_state(|p| self.remote.read(p)).unwrap().expect("a metadata.db")
         }
     }
 
@@ -768,8 +784,8 @@ mod tests {
         }
         assert!(!rig.remote.exists(&orphan.path()) && !rig.remote.exists(&pdf(b"T").path()));
         // One version up, rows (the tombstone too) unchanged, lease released.
-        assert_eq!(rig.version(), (2, "2\n".to_owned()));
-        let after = RemoteDb::from_bytes(&rig.remote.read(METADATA_DB).unwrap()).unwrap();
+        assert_eq!(rig.version(), (2, 2));
+        let after = rig.state().0;
         assert_eq!(after.rows_changed_since(0).unwrap(), rows_before);
         assert!(!rig.remote.exists(LOCK_DIR));
 
@@ -917,7 +933,7 @@ mod tests {
         let report = report.borrow_mut().take().expect("gc ran during the sync's commit");
         assert!(report.deleted.contains(&x.path()), "gc deleted the orphan: {report:?}");
         assert_eq!(summary.uploaded, 1, "the sync noticed and uploaded X again");
-        let db = RemoteDb::from_bytes(&remote.read(METADATA_DB).unwrap()).unwrap();
+        let (db, _) = crate::history::read_state(|p| remote.read(p)).unwrap().unwrap();
         assert_eq!(db.rows(&["x".to_owned()]).unwrap()[0].id, x.hash);
         assert_eq!(remote.read(&x.path()).as_deref(), Some(&b"X"[..]), "the row's blob is there");
     }

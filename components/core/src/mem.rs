@@ -940,6 +940,12 @@ pub enum Fault {
 /// The WebDAV method names the client uses (`stat` is `PROPFIND`).
 const METHODS: [&str; 6] = ["GET", "PUT", "DELETE", "MKCOL", "MOVE", "PROPFIND"];
 
+/// Does `path` match a fault rule's `pattern`: ending with it, or under it
+/// when it names a folder (ends with `/`)?
+pub fn path_matches(path: &str, pattern: &str) -> bool {
+    path.ends_with(pattern) || (pattern.ends_with('/') && path.starts_with(pattern))
+}
+
 /// A fault for the `nth` matching operation after the rule was added.
 #[derive(Debug, Clone)]
 struct FaultRule {
@@ -973,7 +979,7 @@ impl ClientState {
         let mut k = 0;
         while k < self.rules.len() {
             let r = &mut self.rules[k];
-            let hit = r.method == method && paths.iter().any(|p| p.ends_with(&r.path_suffix));
+            let hit = r.method == method && paths.iter().any(|p| path_matches(p, &r.path_suffix));
             if hit && r.seen == r.nth {
                 let rule = self.rules.remove(k);
                 chosen = chosen.or(Some(rule.fault));
@@ -1015,7 +1021,8 @@ impl MemRemoteClient {
     }
 
     /// Injects `fault` into the `nth` (0-based) `method` operation on a path
-    /// ending with `path_suffix`, counted from now. `method` is one of GET,
+    /// ending with `path_suffix` (or under it, when it ends with `/`: e.g.
+    /// `changes/`), counted from now. `method` is one of GET,
     /// PUT, DELETE, MKCOL, MOVE, PROPFIND (or STAT), any case; a MOVE matches
     /// on its source or its destination.
     ///

@@ -169,11 +169,16 @@ pub struct RemoteDb {
     conn: Connection,
     version: i64,
     epoch: String,
+    /// The id of the commit `version` is (schema 2; none before that).
+    commit: Option<String>,
 }
 
 impl RemoteDb {
-    /// The `schema_version` this code writes and accepts.
-    pub const SCHEMA_VERSION: i64 = 1;
+    /// The `schema_version` this code writes: 2 adds `sync_metadata.commit`,
+    /// the id of the commit the database is a checkpoint of (remote format 2).
+    pub const SCHEMA_VERSION: i64 = 2;
+    /// The oldest `schema_version` it reads (format 1's `metadata.db`).
+    pub const SCHEMA_VERSION_MIN: i64 = 1;
 
     /// A brand-new remote: version 0, the given `epoch`, current schema.
     ///
@@ -204,7 +209,7 @@ impl RemoteDb {
             )
             .map_err(sql_err)?;
         }
-        Ok(RemoteDb { conn, version: 0, epoch: epoch.to_owned() })
+        Ok(RemoteDb { conn, version: 0, epoch: epoch.to_owned(), commit: None })
     }
 
     /// Opens downloaded bytes after checking header, integrity, schema and
@@ -235,9 +240,9 @@ impl RemoteDb {
         check_no_active_schema(&conn)?;
         check_table(&conn, "file_metadata", &COLUMNS, "stable_id")?;
         check_table(&conn, "sync_metadata", &SYNC_COLUMNS, "key")?;
-        let (version, epoch) = read_counters(&conn)?;
+        let (version, epoch, commit) = read_counters(&conn)?;
         check_row_versions(&conn, version)?;
-        Ok(RemoteDb { conn, version, epoch })
+        Ok(RemoteDb { conn, version, epoch, commit })
     }
 
     /// Moves the database into a buffer with `room` spare bytes for the rows
@@ -257,6 +262,29 @@ impl RemoteDb {
     /// The remote's random id, fixed at creation.
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    /// The id of the commit this database is at (none: format 1, or empty).
+    pub fn commit_id(&self) -> Option<&str> {
+        self.commit.as_deref()
+    }
+
+    /// Records that the database is at commit `commit` (of its current
+    /// version), in the current schema: what a checkpoint carries.
+    pub fn set_commit_id(&mut self, commit: &str) -> Result<(), RemoteDbError> {
+        validate_stable_id(commit).map_err(|e| wrong(format!("commit: {e}")))?;
+        let schema_version = Self::SCHEMA_VERSION.to_string();
+        for (key, value) in [("commit", commit), ("schema_version", &schema_version)] {
+            self.conn
+                .execute(
+                    "INSERT INTO sync_metadata (key, value, updated_at) VALUES (?1, ?2, NULL)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )
+                .map_err(sql_err)?;
+        }
+        self.commit = Some(commit.to_owned());
+        Ok(())
     }
 
     /// `stable_id -> remote_version` for every row, ids and versions checked.
@@ -378,8 +406,11 @@ impl RemoteDb {
         if changed != 1 {
             return Err(RemoteDbError::Sqlite(format!("updated {changed} version rows instead of 1")).into());
         }
+        // The commit id named the version before: the caller names the new one.
+        tx.execute("DELETE FROM sync_metadata WHERE key = 'commit'", []).map_err(sql_err)?;
         tx.commit().map_err(sql_err)?;
         self.version = new_version;
+        self.commit = None;
         Ok(())
     }
 
@@ -537,8 +568,9 @@ fn check_table(conn: &Connection, table: &str, required: &[&str], pk: &str) -> R
     Ok(())
 }
 
-/// Reads and checks `version`, `epoch` and `schema_version`.
-fn read_counters(conn: &Connection) -> Result<(i64, String), RemoteDbError> {
+/// Reads and checks `version`, `epoch`, `schema_version` and (schema 2)
+/// `commit`.
+fn read_counters(conn: &Connection) -> Result<(i64, String, Option<String>), RemoteDbError> {
     let get = |key: &str| -> Result<String, RemoteDbError> {
         let value: Option<Value> = conn
             .query_row("SELECT value FROM sync_metadata WHERE key = ?1", [key], |r| r.get(0))
@@ -552,7 +584,8 @@ fn read_counters(conn: &Connection) -> Result<(i64, String), RemoteDbError> {
         }
     };
     let schema = get("schema_version")?;
-    if schema != RemoteDb::SCHEMA_VERSION.to_string() {
+    let known = (RemoteDb::SCHEMA_VERSION_MIN..=RemoteDb::SCHEMA_VERSION).map(|v| v.to_string());
+    if !known.into_iter().any(|v| v == schema) {
         return Err(wrong(format!("unknown schema_version {schema:?}")));
     }
     let text = get("version")?;
@@ -565,7 +598,14 @@ fn read_counters(conn: &Connection) -> Result<(i64, String), RemoteDbError> {
         .ok_or_else(|| wrong(format!("version {text:?} is not a non-negative integer")))?;
     let epoch = get("epoch")?;
     validate_stable_id(&epoch).map_err(|e| wrong(format!("epoch: {e}")))?;
-    Ok((version, epoch))
+    let commit = match get("commit") {
+        Ok(commit) if schema != "1" => {
+            validate_stable_id(&commit).map_err(|e| wrong(format!("commit: {e}")))?;
+            Some(commit)
+        }
+        _ => None,
+    };
+    Ok((version, epoch, commit))
 }
 
 /// One indexed MAX(): no row may be newer than the database's own version.
@@ -855,7 +895,7 @@ mod tests {
         assert_wrong_schema(&set("version", "-1"), "version");
         assert_wrong_schema(&set("version", "+1"), "version");
         assert_wrong_schema(&set("epoch", "../e"), "epoch");
-        assert_wrong_schema(&set("schema_version", "2"), "schema_version");
+        assert_wrong_schema(&set("schema_version", "3"), "schema_version");
         let rekeyed = "ALTER TABLE sync_metadata RENAME TO old;
             CREATE TABLE sync_metadata (key TEXT, value TEXT, updated_at TIMESTAMP, PRIMARY KEY (key, value));
             INSERT INTO sync_metadata SELECT * FROM old; DROP TABLE old;";

@@ -15,11 +15,14 @@ use crate::session::Session;
 pub fn status(io: &mut Io<'_>, remote_retries_max: u32) -> Result<StatusReport, SyncError> {
     let state = local_state::load(io)?;
     let unsynced_count = io.local.count_unsynced()?;
-    let remote_version = Session::new(remote_retries_max).read_version(io)?;
-    let needs_sync = unsynced_count > 0
-        || state.resync_requested
-        || state.version.is_none()
-        || remote_version != state.version;
+    let head = Session::new(remote_retries_max).read_head(io)?;
+    let remote_version = head.as_ref().map(|h| h.version);
+    // The same commit, not only the same number: a commit of ours that a
+    // stale writer replaced has the number we recorded.
+    let at_head = head
+        .as_ref()
+        .is_some_and(|h| Some(h.commit_id()) == state.version.map(|v| (v, state.commit.as_deref())));
+    let needs_sync = unsynced_count > 0 || state.resync_requested || state.version.is_none() || !at_head;
     Ok(StatusReport {
         needs_sync,
         local_version: state.version,

@@ -7,16 +7,13 @@
 //! flight.
 
 use crate::api::SyncError;
+use crate::history::{FORMAT, HEAD_BYTES_MAX, Head, HeadError};
 use crate::ports::{BlobError, Io, RemoteError};
 
 /// The shared metadata database.
 pub const METADATA_DB: &str = "metadata.db";
 /// The commit counter.
 pub const VERSION_TXT: &str = "version.txt";
-/// Largest `version.txt` we read.
-const VERSION_TXT_BYTES_MAX: u64 = 64;
-/// Largest version number we accept (a guard against garbage, not a real limit).
-const VERSION_MAX: i64 = 1_000_000_000_000_000;
 /// Folder for uploads in flight; each instance owns one subfolder.
 pub const TMP_ROOT: &str = ".davsync-tmp";
 
@@ -131,23 +128,21 @@ impl Session {
     }
 
     /// Reads `version.txt`: `None` when the remote has none yet.
-    pub(crate) fn read_version(&mut self, io: &mut Io<'_>) -> Result<Option<i64>, SyncError> {
-        Ok(self.read_version_tagged(io)?.map(|(v, _)| v))
+    pub(crate) fn read_head(&mut self, io: &mut Io<'_>) -> Result<Option<Head>, SyncError> {
+        Ok(self.read_head_tagged(io)?.map(|(h, _)| h))
     }
 
     /// Reads `version.txt` with its ETag (the precondition for replacing it).
-    pub(crate) fn read_version_tagged(
+    pub(crate) fn read_head_tagged(
         &mut self,
         io: &mut Io<'_>,
-    ) -> Result<Option<(i64, Option<String>)>, SyncError> {
-        match self.call(io, |io| io.remote.get(VERSION_TXT, VERSION_TXT_BYTES_MAX)) {
-            Ok(fetched) => parse_version_txt(&fetched.bytes)
-                .map(|v| Some((v, fetched.etag)))
-                .map_err(|why| SyncError::RemoteCorrupt(format!("version.txt {why}"))),
+    ) -> Result<Option<(Head, Option<String>)>, SyncError> {
+        match self.call(io, |io| io.remote.get(VERSION_TXT, HEAD_BYTES_MAX)) {
+            Ok(fetched) => parse_head(&fetched.bytes).map(|h| Some((h, fetched.etag))),
             Err(RemoteError::NotFound) => Ok(None),
-            Err(RemoteError::TooLarge { .. }) => Err(SyncError::RemoteCorrupt(format!(
-                "version.txt is longer than {VERSION_TXT_BYTES_MAX} bytes"
-            ))),
+            Err(RemoteError::TooLarge { .. }) => {
+                Err(SyncError::RemoteCorrupt(format!("version.txt is longer than {HEAD_BYTES_MAX} bytes")))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -169,25 +164,12 @@ impl Session {
     }
 }
 
-/// Parses `version.txt`: a decimal, non-negative commit counter, optionally
-/// surrounded by whitespace.
-pub fn parse_version_txt(bytes: &[u8]) -> Result<i64, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "is not text".to_owned())?;
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("is empty".to_owned());
-    }
-    if !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("is not a non-negative decimal number: {:?}", shorten(text)));
-    }
-    match text.parse::<i64>() {
-        Ok(v) if v <= VERSION_MAX => Ok(v),
-        _ => Err(format!("holds an implausibly large version: {:?}", shorten(text))),
-    }
-}
-
-fn shorten(s: &str) -> String {
-    s.chars().take(40).collect()
+/// Parses `version.txt` ([`Head::parse`]) into the error a sync reports.
+pub(crate) fn parse_head(bytes: &[u8]) -> Result<Head, SyncError> {
+    Head::parse(bytes).map_err(|e| match e {
+        HeadError::TooNew(format) => SyncError::RemoteTooNew { format, supported: FORMAT },
+        HeadError::Garbled(why) => SyncError::RemoteCorrupt(format!("version.txt {why}")),
+    })
 }
 
 #[cfg(test)]
@@ -195,11 +177,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn version_txt_parsing_refuses_garbage() {
-        assert_eq!(parse_version_txt(b"42\n"), Ok(42));
-        assert_eq!(parse_version_txt(b" 0 "), Ok(0));
-        for bad in [&b""[..], b"   ", b"abc", b"-1", b"1.5", b"99999999999999999999", b"\xff\xfe"] {
-            assert!(parse_version_txt(bad).is_err(), "{bad:?} accepted");
-        }
+    fn version_txt_errors_say_what_to_do() {
+        let too_new = parse_head(b"3\nformat 9\n").unwrap_err();
+        assert_eq!(too_new, SyncError::RemoteTooNew { format: 9, supported: FORMAT });
+        assert!(
+            matches!(parse_head(b"abc"), Err(SyncError::RemoteCorrupt(m)) if m.starts_with("version.txt"))
+        );
+        assert_eq!(parse_head(b"42\n").unwrap(), Head::format1(42));
     }
 }

@@ -83,14 +83,16 @@ fn remote_kind(e: &RemoteError) -> (&'static str, String) {
 /// |---|---|
 /// | `remote(unavailable)` | 503 |
 /// | `remote(…)` otherwise | 502 |
-/// | `remote-corrupt` | 502 |
+/// | `remote-corrupt`, `remote-too-new` | 502 |
 /// | `no-remote` | 404 |
 /// | `lock-held`, `lease-lost`, `fenced` | 409 |
 /// | `invalid` | 500 |
 pub fn error_status(e: &m::MaintenanceError) -> u16 {
     match e {
         m::MaintenanceError::Remote(RemoteError::Unavailable(_)) => 503,
-        m::MaintenanceError::Remote(_) | m::MaintenanceError::RemoteCorrupt(_) => 502,
+        m::MaintenanceError::Remote(_)
+        | m::MaintenanceError::RemoteCorrupt(_)
+        | m::MaintenanceError::RemoteTooNew(_) => 502,
         m::MaintenanceError::NoRemote => 404,
         m::MaintenanceError::LockHeld(_) | m::MaintenanceError::LeaseLost | m::MaintenanceError::Fenced => {
             409
@@ -107,6 +109,12 @@ pub(crate) fn error(e: &m::MaintenanceError) -> Reply {
             let (kind, message) = remote_kind(r);
             json!({"error": "remote", "remote": kind, "message": format!("the WebDAV server failed: {message}")})
         }
+        m::MaintenanceError::RemoteTooNew((format, supported)) => json!({
+            "error": "remote-too-new",
+            "message": format!(
+                "the remote uses format {format}, newer than this davsync reads (format {supported}); upgrade davsync"
+            ),
+        }),
         m::MaintenanceError::RemoteCorrupt(why) => {
             json!({"error": "remote-corrupt", "message": format!("the remote's metadata is unusable: {why}")})
         }

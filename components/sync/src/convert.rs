@@ -322,6 +322,7 @@ pub(crate) fn sync_error_to_wit(e: core_api::SyncError) -> wit_engine::SyncError
         C::Local(l) => W::Local(local_error_to_wit(l)),
         C::Remote(r) => W::Remote(remote_error_to_wit(r)),
         C::RemoteCorrupt(s) => W::RemoteCorrupt(s),
+        C::RemoteTooNew { format, supported } => W::RemoteTooNew((format, supported)),
         C::LockHeld { holder, expires_in_ms } => W::LockHeld((holder, expires_in_ms)),
         C::LeaseLost => W::LeaseLost,
         C::MassDelete { would_delete, live_total } => W::MassDelete((would_delete, live_total)),

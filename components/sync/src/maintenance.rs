@@ -100,6 +100,7 @@ fn error_to_wit(e: cm::MaintenanceError) -> wit::MaintenanceError {
     match e {
         C::Remote(r) => W::Remote(convert::remote_error_to_wit(r)),
         C::RemoteCorrupt(s) => W::RemoteCorrupt(s),
+        C::RemoteTooNew { format, supported } => W::RemoteTooNew((format, supported)),
         C::NoRemote => W::NoRemote,
         C::LockHeld { holder, expires_in_ms } => W::LockHeld((holder, expires_in_ms)),
         C::LeaseLost => W::LeaseLost,

@@ -243,6 +243,7 @@ impl From<SyncError> for ApiError {
             SyncError::Local(_) => (S::INTERNAL_SERVER_ERROR, "local"),
             SyncError::Remote(_) => (S::BAD_GATEWAY, "remote"),
             SyncError::RemoteCorrupt(_) => (S::BAD_GATEWAY, "remote_corrupt"),
+            SyncError::RemoteTooNew { .. } => (S::BAD_GATEWAY, "remote_too_new"),
             SyncError::LockHeld { .. } => (S::SERVICE_UNAVAILABLE, "remote_locked"),
             SyncError::LeaseLost => (S::SERVICE_UNAVAILABLE, "lease_lost"),
             SyncError::Contention { .. } => (S::SERVICE_UNAVAILABLE, "contention"),

@@ -1,10 +1,10 @@
 //! Bad remote data, crashes, lost responses, rival commits, other epochs.
 
+use davsync_core::history::{ChangeFile, FORMAT, Head};
 use davsync_core::hlc::Hlc;
 use davsync_core::mem::{Fault, ServerProfile};
 use davsync_core::model::{BlobRef, ContentHash, RemoteRow, SyncStatus};
 use davsync_core::ports::RemoteError;
-use davsync_core::remote_db::RemoteDb;
 use davsync_core::{SyncError, SyncOptions};
 
 use crate::harness::{Net, Node, assert_converged, meta};
@@ -13,11 +13,10 @@ const PROFILES: [ServerProfile; 3] =
     [ServerProfile::Strict, ServerProfile::WeakEtagAfterWrite, ServerProfile::IgnoresConditionals];
 
 /// What a stale or rogue writer does without the lease: commits a new file
-/// straight into metadata.db and version.txt.
+/// straight into a change file and version.txt.
 fn rival_commit(net: &Net, stable_id: &str) {
-    let bytes = net.remote.read("metadata.db").unwrap();
-    let mut db = RemoteDb::from_bytes(&bytes).unwrap();
-    let v = db.version().max(net.version_txt().unwrap_or(0)) + 1;
+    let head = Head::parse(&net.remote.read("version.txt").unwrap()).unwrap();
+    let v = head.version + 1;
     let content = format!("rival {stable_id}");
     let row = RemoteRow {
         stable_id: stable_id.into(),
@@ -29,9 +28,18 @@ fn rival_commit(net: &Net, stable_id: &str) {
         hlc: Hlc { physical_ms: net.world.now_ms(), counter: 0, instance: "rival".into() },
     };
     net.remote.write_raw(&row.blob().unwrap().path(), content.as_bytes());
-    db.commit(&[row], v, "2024-01-01T00:00:00.000Z").unwrap();
-    net.remote.write_raw("metadata.db", &db.to_bytes().unwrap());
-    net.remote.write_raw("version.txt", v.to_string().as_bytes());
+    let file = ChangeFile {
+        format: FORMAT,
+        epoch: head.epoch.clone().unwrap(),
+        version: v,
+        commit: format!("rival{v}"),
+        parent_version: head.version,
+        parent_commit: head.commit.clone(),
+        rows: vec![row],
+    };
+    net.remote.write_raw(&file.own_path(), &file.to_bytes());
+    let next = Head { version: v, commit: Some(file.commit), ..head };
+    net.remote.write_raw("version.txt", next.to_text().as_bytes());
 }
 
 /// Everything that must stay as it was after a refused sync.
@@ -81,10 +89,13 @@ fn a_small_deletion_passes_the_guard() {
 }
 
 fn assert_refused_without_change(net: &mut Net, bad: &[u8], what: &str) {
+    let mut b = net.node("b", 0);
+    b.add("f0", b"y");
+    b.sync();
+    // A first sync reads the whole remote (one that has synced reads only
+    // the change files since; see the hostile-change-file tests).
     let mut a = net.node("a", 0);
     a.add("f1", b"x");
-    a.sync();
-    a.set_label("f1", "pending");
     net.remote.write_raw("metadata.db", bad);
     let remote_before = net.remote.files();
     let before = local_state(&a);
@@ -174,7 +185,7 @@ fn a_crash_between_metadata_upload_and_version_write_loses_nothing() {
         a.reconnect(&net);
         let s = a.sync();
         assert_eq!(s.conflicts, 0, "{profile:?}: our own half commit is not a rival");
-        assert!(s.new_version >= 3, "{profile:?}: version.txt only grows");
+        assert!(s.new_version >= 2, "{profile:?}: version.txt only grows");
         b.sync();
         assert_eq!(b.label("f1").as_deref(), Some("relabelled"));
         assert_converged(&net, &[&a, &b]);
@@ -234,7 +245,7 @@ fn if_match_catches_a_commit_between_fence_and_upload_where_honoured() {
         net.advance(5_000);
         a.add("f2", b"two");
         let parts = (net.remote.clone(), net.world.clone());
-        a.client.before("PUT", "metadata.db", move |_, _| {
+        a.client.before("PUT", "changes/", move |_, _| {
             rival_commit(&Net::from_parts(parts.0.clone(), parts.1.clone()), "r1");
         });
         a.sync();
@@ -254,7 +265,7 @@ fn a_weak_etag_right_after_a_commit_does_not_block_the_next_one() {
     b.add("f2", b"two");
     let s = b.sync(); // no time passes: metadata.db's ETag is still weak
     assert_eq!(s.new_version, 2);
-    let puts = net.remote.op_log().iter().filter(|l| *l == "PUT metadata.db").count();
+    let puts = net.remote.op_log().iter().filter(|l| *l == "PUT version.txt").count();
     // a's commit, b's conditional PUT refused with 412, b's unconditional PUT
     // after the fence showed nobody else had committed.
     assert_eq!(puts, 3, "the 412 on the weak ETag was answered by an unconditional PUT after fencing");

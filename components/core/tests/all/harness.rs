@@ -68,10 +68,10 @@ impl Net {
         self.world.advance(ms);
     }
 
-    /// The remote metadata.db, parsed.
+    /// The remote's whole state: metadata.db with the commits after it applied.
     pub fn remote_db(&self) -> RemoteDb {
-        let bytes = self.remote.read("metadata.db").expect("remote has metadata.db");
-        RemoteDb::from_bytes(&bytes).expect("remote metadata.db is valid")
+        let state = davsync_core::history::read_state(|p| self.remote.read(p));
+        state.expect("the remote's state is valid").expect("remote has metadata.db").0
     }
 
     pub fn remote_rows(&self) -> Vec<RemoteRow> {
@@ -86,7 +86,7 @@ impl Net {
     }
 
     pub fn version_txt(&self) -> Option<i64> {
-        self.remote.read("version.txt").map(|b| String::from_utf8(b).unwrap().trim().parse().unwrap())
+        self.remote.read("version.txt").map(|b| davsync_core::history::Head::parse(&b).unwrap().version)
     }
 }
 
@@ -309,7 +309,11 @@ impl Hooked {
     }
 
     fn fire(&mut self, method: &str, path: &str) {
-        let pos = self.hooks.borrow().iter().position(|(m, s, _)| m == method && path.ends_with(s.as_str()));
+        let pos = self
+            .hooks
+            .borrow()
+            .iter()
+            .position(|(m, s, _)| m == method && davsync_core::mem::path_matches(path, s));
         if let Some(pos) = pos {
             let (_, _, mut hook) = self.hooks.borrow_mut().remove(pos);
             hook(method, path);

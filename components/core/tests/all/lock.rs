@@ -119,7 +119,7 @@ fn our_own_lease_from_a_crashed_run_is_broken_at_once() {
     a.add("f0", b"w");
     a.sync();
     a.add("f1", b"x");
-    a.client.inject_on("PUT", "metadata.db", 0, Fault::Crash);
+    a.client.inject_on("PUT", "changes/", 0, Fault::Crash);
     assert!(a.try_sync().is_err());
     assert!(net.remote.exists(LEASE_FILE), "the crash left the lease behind");
     a.reconnect(&net);

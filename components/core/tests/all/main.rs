@@ -5,5 +5,6 @@ mod basics;
 mod conflicts;
 mod faults;
 mod harness;
+mod history;
 mod hostile;
 mod lock;
