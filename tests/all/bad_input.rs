@@ -213,7 +213,8 @@ fn the_app_holding_the_write_lock_is_a_clear_busy_error_before_or_mid_sync() {
 }
 
 fn version_txt(dav: &DavServer) -> i64 {
-    std::fs::read_to_string(dav.dir.join("version.txt")).map_or(0, |t| t.trim().parse().unwrap())
+    std::fs::read(dav.dir.join("version.txt"))
+        .map_or(0, |t| davsync_core::history::Head::parse(&t).unwrap().version)
 }
 
 /// Makes a file unwritable even for root (`chattr +i`), or by mode where

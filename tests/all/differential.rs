@@ -10,7 +10,6 @@ use davsync::folder::{FileBlobs, FolderRemote};
 use davsync::local_sqlite::SqliteStore;
 use davsync_core::mem::{RecordingProgress, SeededRandom, SimClock, WorldClock};
 use davsync_core::model::{FileMeta, LocalRow, RemoteRow};
-use davsync_core::remote_db::RemoteDb;
 use davsync_core::{Resolution, ResolutionKind, SyncOptions, SyncSummary};
 
 struct Instance {
@@ -135,8 +134,9 @@ fn scenario(kind: EngineKind) -> (Vec<String>, Vec<LocalRow>, Vec<LocalRow>, Vec
     record(&mut log, "a4", a.sync());
     record(&mut log, "a5 (skipped)", a.sync());
 
-    let db_bytes = std::fs::read(remote.join("metadata.db")).unwrap();
-    let remote_rows = RemoteDb::from_bytes(&db_bytes).unwrap().rows_changed_since(0).unwrap();
+    // The remote's whole state: metadata.db and the change files after it.
+    let state = davsync_core::history::read_state(|p| std::fs::read(remote.join(p)).ok()).unwrap();
+    let remote_rows = state.unwrap().0.rows_changed_since(0).unwrap();
     (log, a.rows(), b.rows(), remote_rows)
 }
 

@@ -18,7 +18,8 @@ fn server(kind: ServerKind, auth: bool) -> DavServer {
 }
 
 fn version_txt(server: &DavServer) -> i64 {
-    std::fs::read_to_string(server.dir.join("version.txt")).map_or(0, |t| t.trim().parse().unwrap())
+    std::fs::read(server.dir.join("version.txt"))
+        .map_or(0, |t| davsync_core::history::Head::parse(&t).unwrap().version)
 }
 
 /// No upload in flight is left on the remote after a clean sync.

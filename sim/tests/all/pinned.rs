@@ -114,3 +114,19 @@ fn seed_302_a_remote_behind_us_is_compared_in_full() {
 fn seed_262_gc_under_a_stalled_push_on_rclone_loses_no_blob() {
     assert_passes(&Config { gc: true, ..Config::default() }, 262);
 }
+
+/// Remote format 2 (issue 17), on a server that ignores conditional
+/// requests: two instances both created the remote (one of them a stale
+/// lease holder), so `metadata.db` came from one and `version.txt` (its
+/// epoch, its commit) from the other, or a stale holder's checkpoint landed
+/// across another's commit. Readers refused the remote as corrupt: its
+/// `metadata.db` was not on the chain `version.txt` starts. Fixed in
+/// `engine.rs`: as in format 1, `metadata.db` is then the state and the next
+/// commit goes past both; the instances whose commits are lost find their
+/// commit off the chain and publish their rows again.
+#[test]
+fn seeds_382_458_a_checkpoint_off_the_chain_is_the_state() {
+    for seed in [302, 382, 458, 546, 590, 726, 990] {
+        assert_passes(&Config::default(), seed);
+    }
+}
