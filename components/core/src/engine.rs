@@ -157,6 +157,27 @@ pub(crate) struct FullView {
     /// (a stale writer replaced it, or a restore): rows it lacks may have
     /// been published under versions it thinks it has seen.
     diverged: bool,
+    /// The commits read: the checkpoint's, then each change file's, oldest
+    /// first.
+    lineage: Vec<(i64, Option<String>)>,
+}
+
+impl FullView {
+    /// Is `(version, commit)` the checkpoint or a commit after it on the
+    /// chain that was read? (Nothing is, when `metadata.db` is off the chain.)
+    pub(crate) fn holds_commit(&self, version: i64, commit: &str) -> bool {
+        !self.off_chain && self.lineage.iter().any(|(v, c)| *v == version && c.as_deref() == Some(commit))
+    }
+
+    /// The version of the checkpoint read (0: none).
+    pub(crate) fn checkpoint_version(&self) -> i64 {
+        self.checkpoint_version
+    }
+
+    /// Is `metadata.db` off the chain `version.txt` starts?
+    pub(crate) fn off_chain(&self) -> bool {
+        self.off_chain
+    }
 }
 
 /// The rows changed since this instance's last sync, newest state of each.
@@ -262,6 +283,7 @@ pub(crate) fn fetch(
                 tail_bytes: 0,
                 off_chain: false,
                 diverged: false,
+                lineage: Vec::new(),
             };
             return Ok(Fetched { view: View::Full(Box::new(full)), head, is_new: true });
         }
@@ -329,6 +351,7 @@ pub(crate) fn fetch(
         tail_bytes,
         off_chain,
         diverged,
+        lineage,
     };
     Ok(Fetched { view: View::Full(Box::new(full)), head, is_new: false })
 }
@@ -1785,6 +1808,7 @@ mod tests {
             tail_bytes: 0,
             off_chain: false,
             diverged: false,
+            lineage: Vec::new(),
         };
         Fetched { view: View::Full(Box::new(full)), head: None, is_new: false }
     }

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{SyncError, SyncOptions};
 use crate::engine::{self, Fetched, Interrupted, Reporter};
+use crate::history::{CHANGES_DIR, ChangeFile};
 use crate::lease::{self, Lease};
 use crate::model::{BlobRef, ContentHash, LocalRow, RowBase, iso8601_utc};
 use crate::ports::{
@@ -279,7 +280,8 @@ pub struct GcReport {
     /// The version gc committed before deleting (none: nothing to delete,
     /// nothing committed).
     pub version_after: Option<i64>,
-    /// Blob paths deleted.
+    /// Paths deleted: blobs, then change files no reader needs (folded into
+    /// the checkpoint, or off the chain).
     pub deleted: Vec<String>,
     /// Their total size.
     pub deleted_bytes: u64,
@@ -399,23 +401,65 @@ fn gc_locked(
             Some(_) => doomed.push(blob),
         }
     }
-    if doomed.is_empty() {
-        return Ok(report);
+    // Change files no reader needs: folded into the checkpoint, or off the
+    // chain (a crashed or replaced commit's). Deleting them changes no
+    // state, so they need no commit; the grace period covers a stale writer
+    // that might still write a checkpoint older than the one read here.
+    let history = fetched.full().expect("fetched whole");
+    let mut stale_changes = Vec::new();
+    if !history.off_chain() {
+        for file in list_change_files(io, session, lease)? {
+            let (version, commit, listed) = file;
+            let unneeded = version <= history.checkpoint_version() || !history.holds_commit(version, &commit);
+            if unneeded && listed.modified_ms.is_some_and(|t| t <= cutoff_ms) {
+                stale_changes.push(listed);
+            }
+        }
     }
-    let new_version = fetched.head_version() + 1;
-    let now_iso = iso8601_utc(io.clock.now_ms());
-    let mut reporter = Reporter::default();
-    engine::commit_empty(io, session, lease, &mut reporter, &mut fetched, new_version, &now_iso)?;
-    report.version_after = Some(new_version);
-    for blob in doomed {
+    if !doomed.is_empty() {
+        let new_version = fetched.head_version() + 1;
+        let now_iso = iso8601_utc(io.clock.now_ms());
+        let mut reporter = Reporter::default();
+        engine::commit_empty(io, session, lease, &mut reporter, &mut fetched, new_version, &now_iso)?;
+        report.version_after = Some(new_version);
+    }
+    for file in doomed.into_iter().chain(stale_changes) {
         // One lease check per DELETE, as a sync checks before each commit
-        // write: a gc paused past its lease stops at its next blob.
+        // write: a gc paused past its lease stops at its next file.
         lease.confirm(session, io)?;
-        session.remove(io, &blob.path)?;
-        report.deleted_bytes += blob.size_bytes;
-        report.deleted.push(blob.path);
+        session.remove(io, &file.path)?;
+        report.deleted_bytes += file.size_bytes;
+        report.deleted.push(file.path);
     }
     Ok(report)
+}
+
+/// The change files in `changes/`, by version and commit id: only names that
+/// are exactly what [`ChangeFile::path`] builds.
+fn list_change_files(
+    io: &mut Io<'_>,
+    session: &mut Session,
+    lease: &mut Lease,
+) -> Result<Vec<(i64, String, BlobFile)>, MaintenanceError> {
+    lease.keep_alive(session, io)?;
+    let entries = session.call(io, |io| io.remote.list(CHANGES_DIR))?.unwrap_or_default();
+    let mut out = Vec::new();
+    for entry in entries.into_iter().filter(|e| !e.stat.is_collection) {
+        let Some((version, commit)) = entry.name.strip_suffix(".json").and_then(|n| n.split_once('-')) else {
+            continue;
+        };
+        let Ok(version) = version.parse::<i64>() else { continue };
+        let path = ChangeFile::path(version, commit);
+        if version < 1
+            || crate::model::validate_stable_id(commit).is_err()
+            || path != format!("{CHANGES_DIR}/{}", entry.name)
+        {
+            continue;
+        }
+        let (size_bytes, modified_ms) = (entry.stat.size, entry.stat.modified_ms);
+        out.push((version, commit.to_owned(), BlobFile { path, size_bytes, modified_ms }));
+    }
+    Ok(out)
 }
 
 /// The whole remote state: `metadata.db` and the commits after it; a remote

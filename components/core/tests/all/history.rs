@@ -236,7 +236,8 @@ fn a_hostile_or_broken_change_file_is_refused_and_nothing_changes() {
         f(&mut v);
         serde_json::to_vec(&v).unwrap()
     };
-    let cases: Vec<(&str, Box<dyn Fn(&[u8]) -> Vec<u8>>, &[&str])> = vec![
+    type Tamper = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+    let cases: Vec<(&str, Tamper, &[&str])> = vec![
         ("garbage", Box::new(|_| b"\x00\xffnot json".to_vec()), &["is not a change file"]),
         ("truncated", Box::new(|b| b[..b.len() / 2].to_vec()), &["is not a change file"]),
         ("empty", Box::new(|_| Vec::new()), &["is not a change file"]),
@@ -303,4 +304,58 @@ fn a_missing_or_oversized_change_file_is_refused_and_nothing_changes() {
     net.remote.write_raw(&path, &bytes);
     b.opts.metadata_bytes_max = 2048;
     assert_refused(&net, &mut b, &[&path, "larger than 2048 bytes"]);
+}
+
+/// Runs gc against `net` with the given grace period.
+fn run_gc(net: &Net, grace_ms: u64) -> davsync_core::maintenance::GcReport {
+    use davsync_core::maintenance::{MaintenanceIo, MaintenanceOptions, gc};
+    use davsync_core::mem::{LocalFiles, MemBlobs, MemRemoteClient, SeededRandom, SimClock};
+    let mut client = MemRemoteClient::new(net.remote.clone());
+    let mut hasher = MemBlobs::new(LocalFiles::new(), client.clone());
+    let (mut clock, mut random) = (SimClock::new(net.world.clone(), 0), SeededRandom::new(99));
+    let mut io =
+        MaintenanceIo { remote: &mut client, hasher: &mut hasher, clock: &mut clock, random: &mut random };
+    let opts = MaintenanceOptions { gc_grace_ms: grace_ms, lock_wait_ms: 0, ..MaintenanceOptions::default() };
+    gc(&mut io, &opts).expect("gc runs")
+}
+
+#[test]
+fn gc_deletes_change_files_no_reader_needs_once_they_are_old() {
+    let mut net = Net::strict();
+    let (mut a, mut b) = two_synced(&mut net);
+    for i in 0..FOLD_COMMITS + 3 {
+        a.set_label("f1", &format!("edit {i}"));
+        a.sync();
+    }
+    // A commit that crashed before version.txt: its change file is off the chain.
+    a.set_label("f2", "crashed");
+    a.client.inject_on("PUT", "version.txt", 0, davsync_core::mem::Fault::Crash);
+    assert!(a.try_sync().is_err());
+    a.reconnect(&net);
+    a.sync(); // commits the label again, under another id
+    let checkpoint = head(&net).checkpoint;
+    let changes = |net: &Net| -> Vec<String> {
+        net.remote.files().into_keys().filter(|p| p.starts_with("changes/")).collect()
+    };
+    let before = changes(&net);
+    assert_eq!(run_gc(&net, 3_600_000).deleted, Vec::<String>::new(), "nothing is old enough yet");
+    net.advance(3_600_001);
+    let report = run_gc(&net, 3_600_000);
+    let version_of = |p: &str| p["changes/".len()..].split('-').next().unwrap().parse::<i64>().unwrap();
+    let kept = changes(&net);
+    assert!(report.deleted.iter().all(|p| p.starts_with("changes/")), "{report:?}");
+    assert!(report.deleted.iter().any(|p| version_of(p) > checkpoint), "the crashed commit's file went");
+    assert!(
+        report.deleted.iter().filter(|p| version_of(p) <= checkpoint).count() >= (checkpoint - 1) as usize
+    );
+    assert!(kept.iter().all(|p| version_of(p) > checkpoint), "{kept:?}");
+    assert_eq!(before.len(), kept.len() + report.deleted.len());
+    assert_eq!(report.version_after, None, "no commit: no state changed");
+    // Everyone still syncs: b from the checkpoint, a fresh instance too.
+    a.sync();
+    b.sync();
+    let mut c = net.node("c", 0);
+    c.sync();
+    assert_eq!(c.label("f2").as_deref(), Some("crashed"));
+    assert_converged(&net, &[&a, &b, &c]);
 }
