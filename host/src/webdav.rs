@@ -229,10 +229,22 @@ impl WebDav {
         headers: &[(&str, String)],
         body: Body<'_>,
     ) -> Result<Answer, RemoteError> {
+        self.send_at(method, &self.url(path), path, headers, body)
+    }
+
+    /// [`WebDav::send`] to a full `url` (`path` names it in error messages).
+    fn send_at(
+        &self,
+        method: &str,
+        url: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Body<'_>,
+    ) -> Result<Answer, RemoteError> {
         let safe = matches!(method, "GET" | "PROPFIND") && matches!(body, Body::Empty | Body::Bytes(_));
         let mut attempt = 0;
         loop {
-            match self.send_once(method, path, headers, &body) {
+            match self.send_to(method, url, path, headers, &body) {
                 Err(RemoteError::Unavailable(_)) if safe && attempt < SAFE_RETRIES => {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(50 << attempt));
@@ -242,17 +254,18 @@ impl WebDav {
         }
     }
 
-    fn send_once(
+    /// Sends one request to `url` (`path` names it in error messages).
+    fn send_to(
         &self,
         method: &str,
+        url: &str,
         path: &str,
         headers: &[(&str, String)],
         body: &Body<'_>,
     ) -> Result<Answer, RemoteError> {
-        let url = self.url(path);
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|_| RemoteError::Protocol { status: 0, message: format!("bad method {method}") })?;
-        let mut builder = http::Request::builder().method(method.clone()).uri(&url);
+        let mut builder = http::Request::builder().method(method.clone()).uri(url);
         if let Some(auth) = &self.0.authorization {
             builder = builder.header("Authorization", auth);
         }
@@ -332,15 +345,118 @@ impl WebDav {
         bytes: &[u8],
         headers: &[(&str, String)],
     ) -> Result<Option<String>, RemoteError> {
-        let answer = self.send("PUT", path, headers, Body::Bytes(bytes))?;
-        expect_success("PUT", path, answer).map(|a| header_str(a.headers(), "ETag").map(str::to_owned))
+        self.creating_root(|dav| {
+            let answer = dav.send("PUT", path, headers, Body::Bytes(bytes))?;
+            expect_success("PUT", path, answer).map(|a| header_str(a.headers(), "ETag").map(str::to_owned))
+        })
+    }
+
+    /// Runs `write`; when it finds a parent collection missing because the
+    /// remote root itself does not exist yet (a fresh server, or a sub-path
+    /// such as `WEBDAV_REMOTE_ROOT` that nobody made), creates the root and
+    /// its missing parents, like a folder remote's `create_dir_all`, and runs
+    /// `write` once more. Costs nothing unless the server answers 409.
+    fn creating_root<T>(&self, write: impl Fn(&Self) -> Result<T, RemoteError>) -> Result<T, RemoteError> {
+        match write(self) {
+            Err(RemoteError::ParentMissing) if self.stat("")?.is_none() => {
+                self.create_root()?;
+                write(self)
+            }
+            other => other,
+        }
+    }
+
+    /// MKCOLs the root collection, first its missing ancestors up to the
+    /// server's root. A rival creating it at the same time is fine; a server
+    /// that refuses gets an error that names the root and what to do.
+    fn create_root(&self) -> Result<(), RemoteError> {
+        let root = &self.0.config.root_url;
+        let shown = redact_url(root);
+        let after_scheme = root.find("://").map_or(0, |i| i + 3);
+        let path_at = root[after_scheme..].find('/').map_or(root.len(), |i| after_scheme + i + 1);
+        let (server, path) = root.split_at(path_at);
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let url_of = |depth: usize| format!("{server}{}/", segments[..depth].join("/"));
+        let refused = |url: &str, e: RemoteError| match e {
+            e @ (RemoteError::Unauthorized
+            | RemoteError::Unavailable(_)
+            | RemoteError::InsufficientStorage) => e,
+            e => RemoteError::Protocol {
+                status: 0,
+                message: format!(
+                    "the remote root collection {shown} does not exist and could not be created \
+                     (MKCOL {}: {e}); create it on the server or check the URL",
+                    redact_url(url)
+                ),
+            },
+        };
+        // Up from the root until a collection is made or found there ...
+        let mut depth = segments.len();
+        loop {
+            if depth == 0 {
+                return Err(refused(server, RemoteError::ParentMissing));
+            }
+            let url = url_of(depth);
+            match self.mkcol_url(&url, &url) {
+                Ok(()) | Err(RemoteError::AlreadyExists) => break,
+                Err(RemoteError::ParentMissing) => depth -= 1,
+                Err(e) if self.stat("")?.is_some() => {
+                    tracing::debug!("MKCOL {url}: {e}, but the remote root exists now");
+                    return Ok(());
+                }
+                Err(e) => return Err(refused(&url, e)),
+            }
+        }
+        // ... then down again to the root.
+        for d in depth + 1..=segments.len() {
+            let url = url_of(d);
+            match self.mkcol_url(&url, &url) {
+                Ok(()) | Err(RemoteError::AlreadyExists) => {}
+                Err(e) if self.stat("")?.is_some() => {
+                    tracing::debug!("MKCOL {url}: {e}, but the remote root exists now");
+                    return Ok(());
+                }
+                Err(e) => return Err(refused(&url, e)),
+            }
+        }
+        tracing::info!("created the remote root collection {shown}");
+        Ok(())
+    }
+
+    /// MKCOL of one collection below the root, `path`.
+    fn mkcol_once(&self, path: &str) -> Result<(), RemoteError> {
+        self.mkcol_url(&self.url(path), path)
+    }
+
+    /// MKCOL of the collection at `url` (`label` names it in errors). 405
+    /// (and Apache's 403 for a lost race, when the collection is there) is
+    /// [`RemoteError::AlreadyExists`].
+    fn mkcol_url(&self, url: &str, label: &str) -> Result<(), RemoteError> {
+        let answer = self.send_at("MKCOL", url, label, &[], Body::Empty)?;
+        // 405 Method Not Allowed: something is already there (RFC 4918 9.3.1).
+        if answer.status() == StatusCode::METHOD_NOT_ALLOWED {
+            return Err(RemoteError::AlreadyExists);
+        }
+        // Apache answers 403 when a rival's MKCOL of the same path won the
+        // race between its existence check and its mkdir.
+        if answer.status() == StatusCode::FORBIDDEN
+            && self.stat_at(url, label)?.is_some_and(|s| s.is_collection)
+        {
+            return Err(RemoteError::AlreadyExists);
+        }
+        expect_success("MKCOL", label, answer).map(drop)
     }
 
     /// PROPFIND with `depth`; the parsed responses, or `None` on 404.
     fn propfind(&self, path: &str, depth: &str) -> Result<Option<Vec<DavEntry>>, RemoteError> {
+        self.propfind_at(&self.url(path), path, depth)
+    }
+
+    /// [`WebDav::propfind`] of a full `url` (`path` names it in errors).
+    fn propfind_at(&self, url: &str, path: &str, depth: &str) -> Result<Option<Vec<DavEntry>>, RemoteError> {
         let headers =
             [("Depth", depth.to_owned()), ("Content-Type", "application/xml; charset=utf-8".to_owned())];
-        let answer = self.send("PROPFIND", path, &headers, Body::Bytes(PROPFIND_BODY.as_bytes()))?;
+        let answer = self.send_at("PROPFIND", url, path, &headers, Body::Bytes(PROPFIND_BODY.as_bytes()))?;
         if answer.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -434,19 +550,7 @@ impl RemoteTransport for WebDav {
     }
 
     fn mkcol(&mut self, path: &str) -> Result<(), RemoteError> {
-        let answer = self.send("MKCOL", path, &[], Body::Empty)?;
-        // 405 Method Not Allowed: something is already there (RFC 4918 9.3.1).
-        if answer.status() == StatusCode::METHOD_NOT_ALLOWED {
-            return Err(RemoteError::AlreadyExists);
-        }
-        // Apache answers 403 when a rival's MKCOL of the same path won the
-        // race between its existence check and its mkdir.
-        if answer.status() == StatusCode::FORBIDDEN
-            && WebDav::stat(self, path)?.is_some_and(|s| s.is_collection)
-        {
-            return Err(RemoteError::AlreadyExists);
-        }
-        expect_success("MKCOL", path, answer).map(drop)
+        WebDav::mkcol(self, path)
     }
 
     fn move_to(&mut self, from: &str, to: &str, overwrite: bool) -> Result<(), RemoteError> {
@@ -501,7 +605,12 @@ impl RemoteTransport for WebDav {
 impl WebDav {
     /// Properties of `path` (PROPFIND depth 0); `None` on 404.
     pub fn stat(&self, path: &str) -> Result<Option<RemoteStat>, RemoteError> {
-        let Some(entries) = self.propfind(path, "0")? else { return Ok(None) };
+        self.stat_at(&self.url(path), path)
+    }
+
+    /// [`WebDav::stat`] of a full `url` (`path` names it in errors).
+    fn stat_at(&self, url: &str, path: &str) -> Result<Option<RemoteStat>, RemoteError> {
+        let Some(entries) = self.propfind_at(url, path, "0")? else { return Ok(None) };
         let mut entries = entries.into_iter();
         match entries.next() {
             Some(e) => Ok(Some(e.stat)),
@@ -512,10 +621,10 @@ impl WebDav {
         }
     }
 
-    /// MKCOL through a shared reference (the probe needs it).
+    /// MKCOL through a shared reference; creates the remote root first if
+    /// it is missing.
     fn mkcol(&self, path: &str) -> Result<(), RemoteError> {
-        let mut this = self.clone();
-        RemoteTransport::mkcol(&mut this, path)
+        self.creating_root(|dav| dav.mkcol_once(path))
     }
 
     fn delete(&self, path: &str) -> Result<(), RemoteError> {

@@ -87,9 +87,13 @@ impl Instance {
     }
 
     fn serve(&self, extra: &[&str]) -> Server {
+        self.serve_on("127.0.0.1:0", extra)
+    }
+
+    fn serve_on(&self, listen: &str, extra: &[&str]) -> Server {
         let mut child = self
             .command()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(extra)
             .env("DAVSYNC_API_TOKEN", TOKEN)
             // The held-lock tests keep a sync waiting; give them a wide margin.
@@ -323,6 +327,63 @@ fn one_instance() -> (tempfile::TempDir, Instance) {
     let a = Instance::new(tmp.path(), "a");
     a.ok(&["init"]);
     (tmp, a)
+}
+
+/// `--listen` takes a host name, as a newcomer writes it: `localhost:PORT`.
+#[test]
+fn serve_listens_on_a_host_name() {
+    let (_tmp, a) = one_instance();
+    let server = a.serve_on("localhost:0", &[]);
+    assert!(server.base.starts_with("127.0.0.1:") || server.base.starts_with("[::1]:"), "{}", server.base);
+    // Answers: an instance that never synced needs a sync.
+    assert_eq!(server.status()["needs_sync"], true);
+    let out = a.cli(&["serve", "--listen", "127.0.0.1", "--token", TOKEN]);
+    assert_eq!(out.status.code(), Some(2), "a port is required");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host:port"));
+}
+
+/// The README's `davsync serve` block, run as written by bash in a fresh
+/// folder (the embedded default data folder and remote, the default
+/// address): the server starts, and the block's own request gets the
+/// status. Uses the documented port, 8765.
+#[test]
+fn the_readme_serve_block_runs_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme.split("\n## HTTP API").nth(1).expect("README has an HTTP API section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("the HTTP API section has a sh block");
+    assert!(block.contains("davsync serve"), "{block}");
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_davsync"), bin.join("davsync")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    // Whatever the block starts in the background is stopped when it ends.
+    let script = format!("set -eu\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{block}\n");
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(tmp.path())
+        .env("PATH", path)
+        .env("XDG_CACHE_HOME", cache_dir())
+        .env_remove("DAVSYNC_API_TOKEN")
+        .env_remove("DAVSYNC_DATA")
+        .env_remove("DAVSYNC_REMOTE")
+        .env_remove("DAVSYNC_DB")
+        .env_remove("DAVSYNC_CONFIG")
+        .env_remove("WEBDAV_BASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the README block failed:\n{block}\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("davsync: listening on http://127.0.0.1:8765"), "{stderr}");
+    let status: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    // A fresh folder has never synced.
+    assert_eq!(status["needs_sync"], true, "{status}");
+    assert_eq!(status["sync_in_progress"], false, "{status}");
 }
 
 #[test]

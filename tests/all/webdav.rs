@@ -17,6 +17,11 @@ fn server(kind: ServerKind, auth: bool) -> DavServer {
     DavServer::start(kind, auth).unwrap_or_else(|e| panic!("starting {}: {e:#}", kind.name()))
 }
 
+fn version_txt_at(dir: &std::path::Path) -> i64 {
+    std::fs::read(dir.join("version.txt"))
+        .map_or(0, |t| davsync_core::history::Head::parse(&t).unwrap().version)
+}
+
 fn version_txt(server: &DavServer) -> i64 {
     std::fs::read(server.dir.join("version.txt"))
         .map_or(0, |t| davsync_core::history::Head::parse(&t).unwrap().version)
@@ -115,6 +120,61 @@ macro_rules! on_every_server {
 }
 
 on_every_server!(everyday: everyday_wsgidav, everyday_apache, everyday_rclone);
+
+/// A newcomer's first sync to a fresh server, at a sub-path nobody has made
+/// yet (`WEBDAV_BASE_URL` + `WEBDAV_REMOTE_ROOT`, as the README shows): the
+/// missing collections are created, like a folder remote's folder, and then
+/// everything under them: the lock, `version.txt`, `metadata.db`, the blob's
+/// shard folder and the temporary area. A second instance pointed at the
+/// same URL with `--remote` gets the file.
+fn first_sync_creates_a_missing_remote_root(kind: ServerKind) {
+    let dav = server(kind, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Site::dav(tmp.path(), "a", &dav);
+    // No DAVSYNC_REMOTE (empty counts as unset): the app's variables.
+    a.remote = String::new();
+    a.set_env("WEBDAV_BASE_URL", dav.url.trim_end_matches('/'));
+    a.set_env("WEBDAV_REMOTE_ROOT", "/team/pdf-tei-editor");
+    let root = dav.dir.join("team").join("pdf-tei-editor");
+    assert!(!dav.dir.join("team").exists());
+
+    let id = a.add("first.pdf", b"%PDF first");
+    // A status check only reads: it says a sync is needed and creates nothing.
+    let status = a.json(&["status"]);
+    assert_eq!(status["needs_sync"], true, "{status}");
+    assert!(!dav.dir.join("team").exists(), "{}: status created the root", kind.name());
+
+    let s = a.json(&["sync"]);
+    assert_eq!((s["uploaded"].as_u64(), s["new_version"].as_i64()), (Some(1), Some(1)), "{s}");
+    assert_eq!(version_txt_at(&root), 1);
+    assert!(root.join("metadata.db").is_file());
+    let hash = a.row(&id)["id"].as_str().unwrap().to_owned();
+    let blob = root.join(&hash[..2]).join(format!("{hash}.pdf"));
+    assert_eq!(std::fs::read(&blob).unwrap(), b"%PDF first", "{}: blob not in its shard", kind.name());
+    // The upload went through `.davsync-tmp/<instance>/`; a clean sync
+    // leaves nothing there.
+    let tmp_area: Vec<_> = match std::fs::read_dir(root.join(".davsync-tmp")) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    assert!(tmp_area.is_empty(), "{}: temporary files left: {tmp_area:?}", kind.name());
+    assert!(!root.join("version.txt.lock").exists(), "{}: the lock was not released", kind.name());
+    assert!(!dav.dir.join("version.txt").exists(), "{}: wrote above the root", kind.name());
+
+    let mut b = Site::dav(tmp.path(), "b", &dav);
+    b.remote = format!("{}team/pdf-tei-editor", dav.url);
+    let s = b.json(&["sync"]);
+    assert_eq!(s["downloaded"].as_u64(), Some(1), "{s}");
+    assert_eq!(b.content(&id), b"%PDF first");
+    assert_eq!(a.json(&["status"])["needs_sync"], false);
+}
+
+on_every_server!(
+    first_sync_creates_a_missing_remote_root:
+    missing_root_created_on_wsgidav,
+    missing_root_created_on_apache,
+    missing_root_created_on_rclone
+);
 
 /// Two processes sync the same remote at the same time, 20 rounds, with
 /// edits on both sides between rounds.

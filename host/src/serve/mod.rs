@@ -13,7 +13,7 @@ pub mod hub;
 mod routes;
 pub mod runner;
 
-use std::net::SocketAddr;
+use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,10 +39,11 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// `davsync serve` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on. The API speaks plain HTTP: keep it on loopback
-    /// or behind a TLS proxy. Port 0 picks a free port (printed on stderr).
-    #[arg(long, default_value = "127.0.0.1:8765")]
-    pub listen: SocketAddr,
+    /// Address to listen on, `host:port` (`127.0.0.1:8765`, `localhost:8765`,
+    /// `[::1]:8765`). The API speaks plain HTTP: keep it on loopback or
+    /// behind a TLS proxy. Port 0 picks a free port (printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:8765", value_parser = parse_listen)]
+    pub listen: String,
     /// The API token every request must present (at least 16 characters).
     /// Prefer the environment variable: a flag shows in the process list.
     #[arg(long, env = "DAVSYNC_API_TOKEN", hide_env_values = true)]
@@ -51,6 +52,18 @@ pub struct ServeArgs {
     /// nothing changed.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub interval: Option<u64>,
+}
+
+/// Checks that `text` is `host:port` with a host that resolves (a name such
+/// as `localhost` as well as an IP address).
+fn parse_listen(text: &str) -> Result<String, String> {
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{e} (expected host:port, e.g. 127.0.0.1:8765 or localhost:8765)"))?;
+    match addrs.next() {
+        Some(_) => Ok(text.to_owned()),
+        None => Err(format!("{text} resolves to no address")),
+    }
 }
 
 /// What every handler shares.
@@ -91,7 +104,8 @@ pub fn run(setup: &Setup, args: &ServeArgs) -> Result<()> {
 }
 
 async fn serve(setup: Setup, token: ApiToken, args: ServeArgs) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    // Every address the host name resolves to is tried in turn.
+    let listener = tokio::net::TcpListener::bind(args.listen.as_str())
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
