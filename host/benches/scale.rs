@@ -1,10 +1,12 @@
 //! davsync at scale (issue 7): is the no-change check really O(1), what does
 //! a one-edit sync cost at 100,000 files, and what does the component cost
-//! compared with the native core.
+//! compared with the native core. Issue 17 (remote format 2): how many bytes
+//! a one-edit sync moves on the wire, a folding edit beside a normal one, and
+//! a new instance's first sync from the checkpoint.
 //!
 //! ```text
 //! cargo bench -p davsync --bench scale -- [--sizes 1000,10000,100000] [--runs 3] [--status-calls 30]
-//!     [--only status,baseline,edit,bulk,startup] [--first-sync-again]
+//!     [--only status,baseline,edit,join,fold,bulk,startup] [--first-sync-again]
 //! ```
 //!
 //! `--only` measures only the named parts (default: all). `--first-sync-again`
@@ -24,15 +26,30 @@
 //! measured sync leaves them synced, so later runs reuse them.
 //!
 //! Each run measures, per size (medians over runs in the table):
-//! - the no-change status check (`Syncer::status`, component), K calls;
-//! - an O(n) scan baseline, implemented here only: `PROPFIND Depth: 1` of the
-//!   root and of every shard folder, plus a walk of the local data folder,
-//!   comparing names and sizes with the remote and mtimes with the previous
-//!   scan, no hashing;
-//! - a sync of one metadata edit, with its phases (from progress events and
-//!   a timing wrapper around the remote port);
-//! - (sizes up to 10,000) a sync after the app changed the collections of
-//!   every file, through the native core and through the component.
+//! - `status`: the no-change status check (`Syncer::status`, component), K calls;
+//! - `baseline`: an O(n) scan baseline, implemented here only: `PROPFIND
+//!   Depth: 1` of the root and of every shard folder, plus a walk of the local
+//!   data folder, comparing names and sizes with the remote and mtimes with the
+//!   previous scan, no hashing;
+//! - `edit`: a sync of one metadata edit, with its phases (from progress
+//!   events and a timing wrapper around the remote port). Never the commit
+//!   that folds the history into `metadata.db`: when the next commit would
+//!   fold, an unmeasured commit (native core, folder remote) folds first;
+//! - `join`: a second instance's first sync: a copy of the app database
+//!   reset to "never synced" (a new instance id, no bases, no epoch) with the
+//!   same files, so it reads `metadata.db` and the change files after it,
+//!   compares every row and records every base, but transfers no blob; then
+//!   that instance commits [`TAIL_COMMITS`] label edits and the first
+//!   instance syncs one edit of its own, reading their change files;
+//! - `fold`: unmeasured commits until the next one folds, then a one-edit
+//!   sync that folds (reads the whole state, writes `metadata.db`);
+//! - `bulk` (sizes up to 10,000): a sync after the app changed the
+//!   collections of every file, through the native core and the component.
+//!
+//! The syncs through wsgidav in `edit`, `join` and `fold` go through a
+//! loopback relay in this process that counts the bytes each way (HTTP
+//! headers and bodies: what crosses the wire); the remote port wrapper also
+//! counts the bodies of GET and PUT.
 //!
 //! And once: host process start to first engine call (child `davsync
 //! status` with `RUST_LOG=davsync::startup=debug`, cached compiled component):
@@ -40,8 +57,11 @@
 //! logs.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,6 +71,7 @@ use davsync::folder::FolderRemote;
 use davsync::local_sqlite::SqliteStore;
 use davsync::setup::{RemoteSpec, Setup};
 use davsync::webdav::{WebDav, WebDavConfig};
+use davsync_core::history::Head;
 use davsync_core::model::iso8601_utc;
 use davsync_core::ports::{
     Fetched, Phase, Precondition, Progress, ProgressEvent, RemoteEntry, RemoteError, RemoteStat,
@@ -65,8 +86,11 @@ mod servers;
 
 use servers::{DavServer, ServerKind};
 
-/// Bump when the generated fixture changes, so stale caches are not reused.
-const FORMAT_VERSION: u32 = 1;
+/// Bump when the generated fixture changes, so stale caches are not reused
+/// (2: its remote is in remote format 2, issue 17).
+const FORMAT_VERSION: u32 = 2;
+/// Commits another instance makes before the first one's `join` edit.
+const TAIL_COMMITS: usize = 8;
 /// Sizes up to this get the bulk-edit sync (native vs component).
 const BULK_SIZE_MAX: usize = 10_000;
 /// Child runs of `davsync status` for the startup figure: enough for its
@@ -209,6 +233,33 @@ impl Fixture {
         self.dir.join("remote")
     }
 
+    /// The instance that made the fixture.
+    fn instance(&self) -> Instance {
+        Instance { db: self.db(), data: self.data() }
+    }
+
+    /// The remote's `version.txt`.
+    fn head(&self) -> Result<Head> {
+        let bytes = std::fs::read(self.remote().join("version.txt"))?;
+        Head::parse(&bytes).map_err(|e| anyhow::anyhow!("version.txt: {e:?}"))
+    }
+
+    /// Would the remote's next commit fold the history into `metadata.db`?
+    fn next_commit_folds(&self) -> Result<bool> {
+        let head = self.head()?;
+        Ok(Head { version: head.version + 1, ..head }.fold_due())
+    }
+
+    /// A second instance with the same files: a copy of the app database
+    /// reset to "never synced" (a new instance id, no bases, no epoch),
+    /// sharing the data folder. Lives as long as the returned folder.
+    fn new_instance(&self) -> Result<(tempfile::TempDir, Instance)> {
+        let scratch = tempfile::Builder::new().prefix("instance-").tempdir_in(&self.dir)?;
+        let db = scratch.path().join("app.db");
+        reset_copy(&self.db(), &db)?;
+        Ok((scratch, Instance { db, data: self.data() }))
+    }
+
     fn ensure(root: &Path, size: usize) -> Result<Fixture> {
         let dir = root.join(format!("v{FORMAT_VERSION}-{size}"));
         let ready = dir.join("first-sync.json");
@@ -257,15 +308,7 @@ impl Fixture {
     fn first_sync_again(&self, engine: &str) -> Result<FirstSync> {
         let scratch = tempfile::Builder::new().prefix("again-").tempdir_in(&self.dir)?;
         let db = scratch.path().join("app.db");
-        let src = rusqlite::Connection::open(self.db())?;
-        src.execute("VACUUM INTO ?1", [db.to_string_lossy()])?;
-        drop(src);
-        let conn = rusqlite::Connection::open(&db)?;
-        conn.execute_batch(
-            "UPDATE files SET sync_status = 'modified', remote_version = NULL, sync_hash = NULL;
-             DELETE FROM davsync_file_state; DELETE FROM sync_metadata;",
-        )?;
-        drop(conn);
+        reset_copy(&self.db(), &db)?;
         let (_stage, first) = self.first_sync_child(&db, engine)?;
         Ok(first)
     }
@@ -309,6 +352,26 @@ impl Fixture {
             FirstSync { seconds, max_rss_kib, uploaded: summary.uploaded, when: iso8601_utc(now_ms()) };
         Ok((stage, first))
     }
+}
+
+/// Copies the app database `from` to `to` with every row reset to "never
+/// synced" and no sync metadata (so also a new instance id).
+fn reset_copy(from: &Path, to: &Path) -> Result<()> {
+    let src = rusqlite::Connection::open(from)?;
+    src.execute("VACUUM INTO ?1", [to.to_string_lossy()])?;
+    drop(src);
+    let conn = rusqlite::Connection::open(to)?;
+    conn.execute_batch(
+        "UPDATE files SET sync_status = 'modified', remote_version = NULL, sync_hash = NULL;
+         DELETE FROM davsync_file_state; DELETE FROM sync_metadata;",
+    )?;
+    Ok(())
+}
+
+/// An app instance: its database and data folder.
+struct Instance {
+    db: PathBuf,
+    data: PathBuf,
 }
 
 fn now_ms() -> i64 {
@@ -454,8 +517,21 @@ struct Trace(Arc<Mutex<Vec<Event>>>);
 
 #[derive(Clone, Debug)]
 enum Event {
-    Progress { at: Stamp, phase: Phase },
-    Remote { start: Stamp, end: Stamp, op: &'static str, path: String },
+    Progress {
+        at: Stamp,
+        phase: Phase,
+        percent: u8,
+    },
+    /// A remote call, with the body bytes it sent (`up`: a PUT's) and
+    /// received (`down`: a GET's).
+    Remote {
+        start: Stamp,
+        end: Stamp,
+        op: &'static str,
+        path: String,
+        up: u64,
+        down: u64,
+    },
 }
 
 /// A moment: wall clock, and the CPU time of the thread the sync runs on
@@ -502,11 +578,12 @@ impl Trace {
 
 impl Progress for Trace {
     fn report(&mut self, event: ProgressEvent) {
-        self.push(Event::Progress { at: Stamp::now(), phase: event.phase });
+        self.push(Event::Progress { at: Stamp::now(), phase: event.phase, percent: event.percent });
     }
 }
 
-/// A remote port that records the time of every call.
+/// A remote port that records the time (and the GET and PUT body bytes) of
+/// every call.
 struct Timed<R> {
     inner: R,
     trace: Trace,
@@ -514,20 +591,34 @@ struct Timed<R> {
 
 impl<R> Timed<R> {
     fn run<T>(&mut self, op: &'static str, path: &str, f: impl FnOnce(&mut R) -> T) -> T {
+        self.run_counted(op, path, 0, f, |_| 0)
+    }
+
+    fn run_counted<T>(
+        &mut self,
+        op: &'static str,
+        path: &str,
+        up: u64,
+        f: impl FnOnce(&mut R) -> T,
+        down: impl FnOnce(&T) -> u64,
+    ) -> T {
         let start = Stamp::now();
         let out = f(&mut self.inner);
-        self.trace.push(Event::Remote { start, end: Stamp::now(), op, path: path.to_owned() });
+        let end = Stamp::now();
+        let down = down(&out);
+        self.trace.push(Event::Remote { start, end, op, path: path.to_owned(), up, down });
         out
     }
 }
 
 impl RemoteTransport for Timed<Box<dyn RemoteTransport>> {
     fn get(&mut self, path: &str, bytes_max: u64) -> Result<Fetched, RemoteError> {
-        self.run("GET", path, |r| r.get(path, bytes_max))
+        let body = |out: &Result<Fetched, RemoteError>| out.as_ref().map_or(0, |f| f.bytes.len() as u64);
+        self.run_counted("GET", path, 0, |r| r.get(path, bytes_max), body)
     }
 
     fn put(&mut self, path: &str, bytes: &[u8], c: &Precondition) -> Result<Option<String>, RemoteError> {
-        self.run("PUT", path, |r| r.put(path, bytes, c))
+        self.run_counted("PUT", path, bytes.len() as u64, |r| r.put(path, bytes, c), |_| 0)
     }
 
     fn delete(&mut self, path: &str) -> Result<(), RemoteError> {
@@ -555,30 +646,99 @@ impl RemoteTransport for Timed<Box<dyn RemoteTransport>> {
     }
 }
 
-/// Which remote a measurement goes through (both serve the same folder).
+/// A TCP relay on 127.0.0.1 in front of a server, counting the bytes that
+/// cross it each way: HTTP headers and bodies, what a network would carry.
+#[derive(Clone)]
+struct Relay {
+    url: String,
+    /// Client to server, server to client.
+    bytes: [Arc<AtomicU64>; 2],
+}
+
+impl Relay {
+    /// Starts relaying to `to` (`host:port`); runs until the process ends.
+    fn start(to: &str) -> Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}/", listener.local_addr()?);
+        let bytes = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+        let (to, counters) = (to.to_owned(), bytes.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&to) else { continue };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let pipes = [
+                    (client.try_clone(), server.try_clone(), 0),
+                    (server.try_clone(), client.try_clone(), 1),
+                ];
+                for (from, into, way) in pipes {
+                    let (Ok(from), Ok(into)) = (from, into) else { continue };
+                    let counter = counters[way].clone();
+                    std::thread::spawn(move || pump(from, into, &counter));
+                }
+            }
+        });
+        Ok(Relay { url, bytes })
+    }
+
+    /// Bytes relayed so far: (client to server, server to client).
+    fn counts(&self) -> (u64, u64) {
+        (self.bytes[0].load(Ordering::Relaxed), self.bytes[1].load(Ordering::Relaxed))
+    }
+}
+
+/// Copies `from` into `into`, counting, until `from` ends; then ends `into`.
+fn pump(mut from: TcpStream, mut into: TcpStream, counter: &AtomicU64) {
+    let mut buf = vec![0u8; 64 << 10];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        // Counted before the peer can see the bytes, so a sync that has
+        // returned has been counted in full.
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        if into.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = into.shutdown(Shutdown::Write);
+}
+
+/// Which remote a measurement goes through (all serve the same folder).
 #[derive(Clone)]
 enum Remote {
     Dav(String),
+    /// wsgidav through a [`Relay`].
+    Relayed(Relay),
     Folder(PathBuf),
 }
 
 impl Remote {
     fn name(&self) -> &'static str {
         match self {
-            Remote::Dav(_) => "wsgidav",
+            Remote::Dav(_) | Remote::Relayed(_) => "wsgidav",
             Remote::Folder(_) => "folder",
+        }
+    }
+
+    /// Bytes relayed so far each way (none unless relayed).
+    fn wire(&self) -> Option<(u64, u64)> {
+        match self {
+            Remote::Relayed(relay) => Some(relay.counts()),
+            _ => None,
         }
     }
 }
 
 /// The host's real adapters (as `Setup::syncer` wires them), with the remote
 /// port timed and progress recorded into `trace`.
-fn syncer(f: &Fixture, remote: &Remote, engine: EngineKind, trace: &Trace) -> Result<Syncer> {
+fn syncer(inst: &Instance, remote: &Remote, engine: EngineKind, trace: &Trace) -> Result<Syncer> {
     let remote = match remote {
         Remote::Dav(url) => RemoteSpec::WebDav(WebDavConfig::new(url)?),
+        Remote::Relayed(relay) => RemoteSpec::WebDav(WebDavConfig::new(&relay.url)?),
         Remote::Folder(dir) => RemoteSpec::Folder(dir.clone()),
     };
-    let setup = Setup { data: f.data(), db: f.db(), remote, engine, lease_ttl_ms: None, lock_wait_ms: None };
+    let (data, db) = (inst.data.clone(), inst.db.clone());
+    let setup = Setup { data, db, remote, engine, lease_ttl_ms: None, lock_wait_ms: None };
     let mut ports = setup.ports(Box::new(trace.clone()))?;
     ports.remote = Box::new(Timed { inner: ports.remote, trace: trace.clone() });
     Syncer::new(engine, ports, davsync::component::default_cache_dir().as_deref())
@@ -599,10 +759,13 @@ struct SizeResult {
     status_ms: HashMap<&'static str, Vec<f64>>,
     /// `{remote}` → baseline scan times, ms.
     baseline_ms: HashMap<&'static str, Vec<f64>>,
-    /// `"{remote} {engine}"` → one-edit syncs.
+    /// A case (`"{remote} {engine}"`, [`AFTER_OTHERS`], [`FOLDING`],
+    /// [`JOIN`]) → its measured syncs.
     edit: HashMap<String, Vec<Breakdown>>,
     /// The same syncs in CPU time.
     edit_cpu: HashMap<String, Vec<Breakdown>>,
+    /// Commits after the checkpoint when each `join` sync ran.
+    join_tail_commits: Vec<f64>,
     bulk_native_ms: Vec<f64>,
     bulk_component_ms: Vec<f64>,
     /// `--first-sync-again`: (engine, the repeated first sync).
@@ -612,6 +775,8 @@ struct SizeResult {
 fn measure_size(f: &Fixture, opts: &Options) -> Result<SizeResult> {
     let server = DavServer::start_serving(ServerKind::Wsgidav, false, Some(&f.remote()))?;
     let remotes = [Remote::Dav(server.url.clone()), Remote::Folder(f.remote())];
+    let host_port = server.url.trim_start_matches("http://").trim_end_matches('/');
+    let relayed = Remote::Relayed(Relay::start(host_port)?);
     let mut r = SizeResult {
         size: f.size,
         first_sync_s: f.first_sync.seconds,
@@ -619,6 +784,8 @@ fn measure_size(f: &Fixture, opts: &Options) -> Result<SizeResult> {
         ..SizeResult::default()
     };
     let mut snapshots: HashMap<&'static str, Snapshot> = HashMap::new();
+    let mut fillers = 0;
+    let me = f.instance();
     for run in 0..opts.runs {
         eprintln!("size {}: run {} of {} (load {})", f.size, run + 1, opts.runs, loadavg());
         for remote in &remotes {
@@ -634,12 +801,48 @@ fn measure_size(f: &Fixture, opts: &Options) -> Result<SizeResult> {
         }
         let edits = if opts.wants("edit") { &EDIT_CASES[..] } else { &[][..] };
         for &(remote, engine) in edits {
-            let remote = &remotes[remote];
-            let pid = matches!(remote, Remote::Dav(_)).then(|| server.pid());
-            let (b, cpu) = one_edit_sync(f, remote, engine, run, pid)?;
+            let remote = if remote == 0 { &relayed } else { &remotes[1] };
+            let pid = matches!(remote, Remote::Relayed(_)).then(|| server.pid());
             let key = format!("{} {}", remote.name(), engine_name(engine));
-            r.edit.entry(key.clone()).or_default().push(b);
-            r.edit_cpu.entry(key).or_default().push(cpu);
+            no_fold_next(f, &me, &mut fillers)?;
+            r.record(&key, one_edit_sync(f, &me, remote, engine, run, pid, &key, 0)?);
+        }
+        if opts.wants("join") {
+            let head = f.head()?;
+            r.join_tail_commits.push((head.version - head.checkpoint) as f64);
+            let (_scratch, other) = f.new_instance()?;
+            let (summary, b, cpu) =
+                measured_sync(&other, &relayed, EngineKind::Component, Some(server.pid()), JOIN)?;
+            let moved = summary.uploaded + summary.downloaded + summary.metadata_synced;
+            ensure!(moved == 0 && summary.errors == 0 && summary.conflicts == 0, "join: {summary:?}");
+            r.record(JOIN, (b, cpu));
+            for _ in 0..TAIL_COMMITS {
+                filler_commit(f, &other, fillers)?;
+                fillers += 1;
+            }
+            no_fold_next(f, &other, &mut fillers)?;
+            let pid = Some(server.pid());
+            let edit = one_edit_sync(
+                f,
+                &me,
+                &relayed,
+                EngineKind::Component,
+                run,
+                pid,
+                AFTER_OTHERS,
+                TAIL_COMMITS as u32,
+            )?;
+            r.record(AFTER_OTHERS, edit);
+        }
+        if opts.wants("fold") {
+            while !f.next_commit_folds()? {
+                filler_commit(f, &me, fillers)?;
+                fillers += 1;
+            }
+            let pid = Some(server.pid());
+            let (b, cpu) = one_edit_sync(f, &me, &relayed, EngineKind::Component, run, pid, FOLDING, 0)?;
+            ensure!(b.checkpoint_written == 1.0, "the folding edit did not write metadata.db: {b:?}");
+            r.record(FOLDING, (b, cpu));
         }
         if f.size <= BULK_SIZE_MAX && opts.wants("bulk") {
             // Alternate the order, so neither engine always goes first.
@@ -657,13 +860,38 @@ fn measure_size(f: &Fixture, opts: &Options) -> Result<SizeResult> {
             }
         }
     }
+    eprintln!("size {}: {fillers} unmeasured commits", f.size);
     r.metadata_db_bytes = std::fs::metadata(f.remote().join("metadata.db"))?.len();
     Ok(r)
 }
 
-/// The one-edit syncs of each run: (index into the remotes, engine).
+impl SizeResult {
+    fn record(&mut self, case: &str, (b, cpu): (Breakdown, Breakdown)) {
+        self.edit.entry(case.to_owned()).or_default().push(b);
+        self.edit_cpu.entry(case.to_owned()).or_default().push(cpu);
+    }
+}
+
+/// A measured normal edit never folds: when the next commit would, `who`
+/// makes it first (an unmeasured commit, counted in `fillers`).
+fn no_fold_next(f: &Fixture, who: &Instance, fillers: &mut usize) -> Result<()> {
+    if f.next_commit_folds()? {
+        filler_commit(f, who, *fillers)?;
+        *fillers += 1;
+    }
+    Ok(())
+}
+
+/// The one-edit syncs of each run: (0: wsgidav through the relay, 1: the
+/// folder remote; engine).
 const EDIT_CASES: [(usize, EngineKind); 3] =
     [(0, EngineKind::Component), (0, EngineKind::Native), (1, EngineKind::Component)];
+/// A one-edit sync (wsgidav, component) after another instance's commits.
+const AFTER_OTHERS: &str = "wsgidav component, after another instance's commits";
+/// A one-edit sync (wsgidav, component) whose commit folds.
+const FOLDING: &str = "wsgidav component, folding";
+/// A new instance's first sync (wsgidav, component), no blob to move.
+const JOIN: &str = "new instance's first sync, wsgidav component";
 
 fn engine_name(e: EngineKind) -> &'static str {
     match e {
@@ -680,7 +908,7 @@ fn retries() -> u32 {
 /// instance each, as the CLI and the API make), each timed.
 fn status_times(f: &Fixture, remote: &Remote, calls: usize) -> Result<Vec<f64>> {
     let trace = Trace::default();
-    let mut s = syncer(f, remote, EngineKind::Component, &trace)?;
+    let mut s = syncer(&f.instance(), remote, EngineKind::Component, &trace)?;
     let mut out = Vec::with_capacity(calls);
     for i in 0..=calls {
         let started = Instant::now();
@@ -711,6 +939,7 @@ fn baseline_scan(f: &Fixture, remote: &Remote, snapshot: &mut Snapshot) -> Resul
     let started = Instant::now();
     let mut transport: Box<dyn RemoteTransport> = match remote {
         Remote::Dav(url) => Box::new(WebDav::new(WebDavConfig::new(url)?)),
+        Remote::Relayed(relay) => Box::new(WebDav::new(WebDavConfig::new(&relay.url)?)),
         Remote::Folder(dir) => Box::new(FolderRemote::new(dir)?),
     };
     let mut remote_files: HashMap<String, u64> = HashMap::new();
@@ -753,72 +982,112 @@ fn is_shard(name: &str) -> bool {
     name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// One sync, split into phases by its progress events and remote calls.
+/// One sync, split into phases by its progress events and remote calls, with
+/// what it moved. Every field is a number so that medians are taken alike;
+/// the counts are the same in the wall-time and the CPU-time breakdown.
 #[derive(Clone, Debug, Default)]
 struct Breakdown {
     total: f64,
     /// Engine start (instantiation) to the first event, plus the quick check
     /// and the lock.
     check_lock: f64,
-    download: f64,
-    open_validate: f64,
+    /// `version.txt`, the change files; for a whole-state read also
+    /// `metadata.db` (its download, open, validation) and the tail applied.
+    read_remote: f64,
+    /// Of `read_remote`: the GET of `metadata.db` (0: not read).
+    checkpoint_get: f64,
     compare: f64,
+    /// Blob presence, and the push record (`pushed_inputs`) written before
+    /// the commit.
     blob_check: f64,
-    merge_serialize: f64,
-    upload: f64,
-    commit_other_remote: f64,
+    /// The change file (merge), lease, fence, `version.txt`.
+    commit: f64,
+    /// Folding: `metadata.db` and `version.txt` again (0: no fold).
+    fold: f64,
     local_apply: f64,
     release: f64,
     /// CPU time of the WebDAV server process during the sync (NaN: none).
     server_cpu: f64,
+    /// Bytes on the wire (HTTP headers and bodies), client to server and
+    /// back (NaN: not relayed).
+    wire_up: f64,
+    wire_down: f64,
+    /// Body bytes at the remote port: PUT bodies sent, GET bodies received.
+    body_up: f64,
+    body_down: f64,
+    /// Calls of the remote port (one HTTP request each, retries aside).
+    requests: f64,
+    /// GETs of change files.
+    change_files_read: f64,
+    /// `metadata.db` read / written (0 or 1).
+    checkpoint_read: f64,
+    checkpoint_written: f64,
 }
 
+/// A remote call in a trace: (start, end, op, path, body bytes up, down).
+type Call<'a> = (Stamp, Stamp, &'static str, &'a str, u64, u64);
+
 impl Breakdown {
-    /// Phases in wall time (`cpu` false) or in the sync thread's CPU time.
-    fn from_trace(started: Stamp, ended: Stamp, events: &[Event], cpu: bool) -> Result<Breakdown> {
+    /// Phases in wall time (`cpu` false) or in the sync thread's CPU time;
+    /// `wire`: the relay's byte counts during the sync.
+    fn from_trace(
+        (started, ended): (Stamp, Stamp),
+        events: &[Event],
+        cpu: bool,
+        wire: Option<(u64, u64)>,
+    ) -> Result<Breakdown> {
         let ms = |d: (Stamp, Stamp)| {
             if cpu { d.1.cpu_ms - d.0.cpu_ms } else { (d.1.wall - d.0.wall).as_secs_f64() * 1e3 }
         };
-        let at = |phase: Phase| {
+        let at_where = |want: &dyn Fn(Phase, u8) -> bool| {
             events.iter().find_map(|e| match e {
-                Event::Progress { at, phase: p, .. } if *p == phase => Some(*at),
+                Event::Progress { at, phase, percent } if want(*phase, *percent) => Some(*at),
                 _ => None,
             })
         };
-        let remote_calls = || {
-            events.iter().filter_map(|e| match e {
-                Event::Remote { start, end, op, path } => Some((*start, *end, *op, path.as_str())),
+        let at = |p: Phase| at_where(&|phase, _| phase == p);
+        let calls: Vec<Call<'_>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Remote { start, end, op, path, up, down } => {
+                    Some((*start, *end, *op, path.as_str(), *up, *down))
+                }
                 _ => None,
             })
-        };
+            .collect();
         let need = |p: Phase| at(p).with_context(|| format!("no {p:?} event"));
-        let (fetch, compare, commit, apply) =
-            (need(Phase::Fetch)?, need(Phase::Compare)?, need(Phase::Commit)?, need(Phase::Apply)?);
-        let upload_phase = at(Phase::Upload).unwrap_or(commit);
-        let db_get = remote_calls()
-            .find(|c| c.2 == "GET" && c.3 == "metadata.db")
-            .context("metadata.db was not downloaded")?;
-        let db_put =
-            remote_calls().find(|c| c.2 == "PUT" && c.3 == "metadata.db").context("no metadata.db upload")?;
-        let first_after = |t: Stamp| remote_calls().map(|c| c.0).find(|s| s.wall >= t.wall);
-        let commit_io: f64 = remote_calls()
-            .filter(|c| c.0.wall >= commit.wall && c.0.wall < apply.wall && c.3 != "metadata.db")
-            .map(|c| ms((c.0, c.1)))
-            .sum();
-        let after_apply = first_after(apply).unwrap_or(ended);
+        let (fetch, compare, apply) = (need(Phase::Fetch)?, need(Phase::Compare)?, need(Phase::Apply)?);
+        // A sync with nothing to publish (a new instance's first) has no commit.
+        let commit = at(Phase::Commit).unwrap_or(apply);
+        let upload = at(Phase::Upload).unwrap_or(commit);
+        let fold = at_where(&|phase, percent| phase == Phase::Commit && percent == 92).unwrap_or(apply);
+        let after_apply = calls.iter().map(|c| c.0).find(|s| s.wall >= apply.wall).unwrap_or(ended);
+        let sum = |keep: &dyn Fn(&Call<'_>) -> bool, of: &dyn Fn(&Call<'_>) -> f64| {
+            // (An empty f64 sum is -0.0.)
+            calls.iter().filter(|c| keep(c)).map(of).fold(0.0, |a, b| a + b)
+        };
+        let is_checkpoint = |c: &Call<'_>| c.3 == "metadata.db";
+        let (up, down) = wire.map_or((f64::NAN, f64::NAN), |(u, d)| (u as f64, d as f64));
         Ok(Breakdown {
             total: ms((started, ended)),
             check_lock: ms((started, fetch)),
-            download: ms((db_get.0, db_get.1)),
-            open_validate: ms((db_get.1, compare)),
-            compare: ms((compare, upload_phase)),
-            blob_check: ms((upload_phase, commit)),
-            merge_serialize: ms((commit, first_after(commit).unwrap_or(db_put.0))),
-            upload: ms((db_put.0, db_put.1)),
-            commit_other_remote: commit_io,
+            read_remote: ms((fetch, compare)),
+            checkpoint_get: sum(&|c| c.2 == "GET" && is_checkpoint(c), &|c| ms((c.0, c.1))),
+            compare: ms((compare, upload)),
+            blob_check: ms((upload, commit)),
+            commit: ms((commit, fold)),
+            fold: ms((fold, apply)),
             local_apply: ms((apply, after_apply)),
             release: ms((after_apply, ended)),
             server_cpu: f64::NAN,
+            wire_up: up,
+            wire_down: down,
+            body_up: sum(&|_| true, &|c| c.4 as f64),
+            body_down: sum(&|_| true, &|c| c.5 as f64),
+            requests: calls.len() as f64,
+            change_files_read: sum(&|c| c.2 == "GET" && c.3.starts_with("changes/"), &|_| 1.0),
+            checkpoint_read: sum(&|c| c.2 == "GET" && is_checkpoint(c), &|_| 1.0),
+            checkpoint_written: sum(&|c| c.2 == "PUT" && is_checkpoint(c), &|_| 1.0),
         })
     }
 
@@ -827,48 +1096,100 @@ impl Breakdown {
         Breakdown {
             total: m(|b| b.total),
             check_lock: m(|b| b.check_lock),
-            download: m(|b| b.download),
-            open_validate: m(|b| b.open_validate),
+            read_remote: m(|b| b.read_remote),
+            checkpoint_get: m(|b| b.checkpoint_get),
             compare: m(|b| b.compare),
             blob_check: m(|b| b.blob_check),
-            merge_serialize: m(|b| b.merge_serialize),
-            upload: m(|b| b.upload),
-            commit_other_remote: m(|b| b.commit_other_remote),
+            commit: m(|b| b.commit),
+            fold: m(|b| b.fold),
             local_apply: m(|b| b.local_apply),
             release: m(|b| b.release),
             server_cpu: m(|b| b.server_cpu),
+            wire_up: m(|b| b.wire_up),
+            wire_down: m(|b| b.wire_down),
+            body_up: m(|b| b.body_up),
+            body_down: m(|b| b.body_down),
+            requests: m(|b| b.requests),
+            change_files_read: m(|b| b.change_files_read),
+            checkpoint_read: m(|b| b.checkpoint_read),
+            checkpoint_written: m(|b| b.checkpoint_written),
         }
     }
 }
 
-/// The app edits one file's label; then one timed sync.
-/// Returns the breakdown in wall time and in CPU time (the sync's thread;
-/// `server_cpu`: the WebDAV server's process, `server_pid`).
+/// One timed sync of `inst`. Returns its summary and its breakdown in wall
+/// time and in CPU time (the sync's thread; `server_cpu`: the WebDAV server's
+/// process, `server_pid`), and prints both and its remote calls as `name`.
+fn measured_sync(
+    inst: &Instance,
+    remote: &Remote,
+    engine: EngineKind,
+    server_pid: Option<u32>,
+    name: &str,
+) -> Result<(SyncSummary, Breakdown, Breakdown)> {
+    let trace = Trace::default();
+    let mut s = syncer(inst, remote, engine, &trace)?;
+    let server_before = server_pid.map_or(f64::NAN, process_cpu_ms);
+    let wire_before = remote.wire();
+    let started = Stamp::now();
+    let summary = s.sync(&SyncOptions::default())?.map_err(anyhow::Error::new)?;
+    let ended = Stamp::now();
+    let wire = remote.wire().zip(wire_before).map(|(after, before)| (after.0 - before.0, after.1 - before.1));
+    let server_cpu = server_pid.map_or(f64::NAN, process_cpu_ms) - server_before;
+    drop(s);
+    let events = trace.take();
+    let b = Breakdown::from_trace((started, ended), &events, false, wire)?;
+    let cpu = Breakdown { server_cpu, ..Breakdown::from_trace((started, ended), &events, true, wire)? };
+    let calls: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Remote { op, path, up, down, .. } => Some(format!("{op} {path} {up}/{down}")),
+            Event::Progress { .. } => None,
+        })
+        .collect();
+    eprintln!("  {name}: {:.0} ms {b:?}", b.total);
+    eprintln!("  {name}: CPU {:.0} ms, server CPU {server_cpu:.0} ms {cpu:?}", cpu.total);
+    eprintln!("  {name}: calls (body bytes up/down): {}", calls.join(", "));
+    Ok((summary, b, cpu))
+}
+
+/// The app of `inst` edits the label of file `pick` (any number: taken
+/// modulo the size) to `label`.
+fn edit_label(inst: &Instance, size: usize, pick: usize, label: String) -> Result<()> {
+    let target = stable_id_of(pick.wrapping_mul(7919).wrapping_add(13) % size);
+    SqliteStore::open(&inst.db, &inst.data)?.set_meta(&target, |m| m.label = Some(label))?;
+    Ok(())
+}
+
+/// The app edits one file's label; then one timed sync, which must publish
+/// it and pull at most `others` edits of other instances (nothing else).
+#[allow(clippy::too_many_arguments)]
 fn one_edit_sync(
     f: &Fixture,
+    inst: &Instance,
     remote: &Remote,
     engine: EngineKind,
     run: usize,
     server_pid: Option<u32>,
+    name: &str,
+    others: u32,
 ) -> Result<(Breakdown, Breakdown)> {
-    let target = stable_id_of((run * 7919 + 13) % f.size);
-    let label = format!("edited in run {run} via {} {}", remote.name(), engine_name(engine));
-    SqliteStore::open(&f.db(), &f.data())?.set_meta(&target, |m| m.label = Some(label))?;
-    let trace = Trace::default();
-    let mut s = syncer(f, remote, engine, &trace)?;
-    let server_before = server_pid.map_or(f64::NAN, process_cpu_ms);
-    let started = Stamp::now();
-    let summary = s.sync(&SyncOptions::default())?.map_err(anyhow::Error::new)?;
-    let ended = Stamp::now();
-    let server_cpu = server_pid.map_or(f64::NAN, process_cpu_ms) - server_before;
-    ensure!(summary.metadata_synced == 1 && summary.errors == 0, "one-edit sync: {summary:?}");
-    let events = trace.take();
-    let b = Breakdown::from_trace(started, ended, &events, false)?;
-    let cpu = Breakdown { server_cpu, ..Breakdown::from_trace(started, ended, &events, true)? };
-    let name = format!("{} {}", remote.name(), engine_name(engine));
-    eprintln!("  one edit, {name}: {:.0} ms {b:?}", b.total);
-    eprintln!("  one edit, {name}: CPU {:.0} ms, server CPU {server_cpu:.0} ms {cpu:?}", cpu.total);
+    let label = format!("edited in run {run}: {name}");
+    edit_label(inst, f.size, run, label)?;
+    let (summary, b, cpu) = measured_sync(inst, remote, engine, server_pid, name)?;
+    let moved = summary.metadata_synced;
+    ensure!((1..=1 + others).contains(&moved) && summary.errors == 0, "one-edit sync: {summary:?}");
     Ok((b, cpu))
+}
+
+/// An unmeasured commit of one label edit by `inst` (native core, folder
+/// remote): to move the remote's history along.
+fn filler_commit(f: &Fixture, inst: &Instance, n: usize) -> Result<()> {
+    edit_label(inst, f.size, 100_003 + n, format!("filler {n} at {}", now_ms()))?;
+    let mut s = syncer(inst, &Remote::Folder(f.remote()), EngineKind::Native, &Trace::default())?;
+    let summary = s.sync(&SyncOptions::default())?.map_err(anyhow::Error::new)?;
+    ensure!(summary.errors == 0 && !summary.skipped, "filler commit: {summary:?}");
+    Ok(())
 }
 
 /// The app changes every live file's collections in one transaction (as a
@@ -884,7 +1205,7 @@ fn bulk_edit_sync(f: &Fixture, remote: &Remote, engine: EngineKind, run: usize) 
     )?;
     drop(conn);
     let trace = Trace::default();
-    let mut s = syncer(f, remote, engine, &trace)?;
+    let mut s = syncer(&f.instance(), remote, engine, &trace)?;
     let started = Instant::now();
     let summary = s.sync(&SyncOptions::default())?.map_err(anyhow::Error::new)?;
     let took = ms(started.elapsed());
@@ -975,33 +1296,62 @@ fn print_table(opts: &Options, results: &[SizeResult], startup: &Startup) {
         row(&format!("(2) O(n) scan baseline, {remote}, ms"), &|r| format!("{:.0}", base(r)));
         row(&format!("(2) baseline / status, {remote}"), &|r| format!("{:.0}x", base(r) / status(r)));
     }
-    let keys = ["wsgidav component", "wsgidav native", "folder component"];
-    for key in keys {
-        let b = |r: &SizeResult| Breakdown::median_of(r.edit.get(key).map_or(&[][..], |v| v));
-        row(&format!("(3) one-edit sync, {key}, ms"), &|r| format!("{:.0}", b(r).total));
-        let c = |r: &SizeResult| Breakdown::median_of(r.edit_cpu.get(key).map_or(&[][..], |v| v));
-        row(&format!("(3) … CPU of the sync's thread / of the server, {key}, ms"), &|r| {
-            format!("{:.0} / {:.0}", c(r).total, c(r).server_cpu)
+    let cases = ["wsgidav component", "wsgidav native", "folder component", AFTER_OTHERS, FOLDING, JOIN];
+    let wall = |r: &SizeResult, case: &str| Breakdown::median_of(r.edit.get(case).map_or(&[][..], |v| v));
+    let cpu = |r: &SizeResult, case: &str| Breakdown::median_of(r.edit_cpu.get(case).map_or(&[][..], |v| v));
+    let kib = |x: f64| format!("{:.1}", x / 1024.0);
+    for case in cases.into_iter().filter(|c| results.iter().any(|r| r.edit.contains_key(*c))) {
+        row(&format!("(3) {case}, ms"), &|r| format!("{:.0}", wall(r, case).total));
+        row(&format!("(3) … CPU of the sync's thread / of the server, {case}, ms"), &|r| {
+            format!("{:.0} / {:.0}", cpu(r, case).total, cpu(r, case).server_cpu)
+        });
+        if case.starts_with("wsgidav") || case == JOIN {
+            row(&format!("(3) … bytes on the wire up + down = total, {case}, KiB"), &|r| {
+                let b = wall(r, case);
+                format!("{} + {} = **{}**", kib(b.wire_up), kib(b.wire_down), kib(b.wire_up + b.wire_down))
+            });
+        }
+        row(&format!("(3) … GET/PUT bodies up / down, {case}, KiB"), &|r| {
+            format!("{} / {}", kib(wall(r, case).body_up), kib(wall(r, case).body_down))
+        });
+        row(&format!("(3) … requests, change files read, metadata.db read / written, {case}"), &|r| {
+            let b = wall(r, case);
+            let n = [b.requests, b.change_files_read, b.checkpoint_read, b.checkpoint_written];
+            format!("{:.0}, {:.0}, {:.0} / {:.0}", n[0], n[1], n[2], n[3])
+        });
+    }
+    if results.iter().any(|r| !r.join_tail_commits.is_empty()) {
+        row("(3) … commits after the checkpoint at the new instance's first sync", &|r| {
+            format!("{:.0}", median(&r.join_tail_commits))
         });
     }
     let parts: [BreakdownPart; 10] = [
-        ("engine start + check + lock", |b| b.check_lock),
-        ("download metadata.db", |b| b.download),
-        ("open + validate", |b| b.open_validate),
+        ("engine start, quick check, lock", |b| b.check_lock),
+        ("read remote (version.txt, change files; metadata.db when whole)", |b| b.read_remote),
+        ("… of which GET metadata.db", |b| b.checkpoint_get),
         ("compare", |b| b.compare),
-        ("blob presence", |b| b.blob_check),
-        ("merge + serialize", |b| b.merge_serialize),
-        ("upload metadata.db", |b| b.upload),
-        ("lease, fence, version.txt", |b| b.commit_other_remote),
+        ("blob check, push record", |b| b.blob_check),
+        ("commit: change file, lease, fence, version.txt", |b| b.commit),
+        ("fold: metadata.db, version.txt again", |b| b.fold),
         ("local apply", |b| b.local_apply),
         ("release + cleanup", |b| b.release),
+        ("total", |b| b.total),
     ];
-    for (name, part) in parts {
-        row(&format!("(3) … {name} (wsgidav component), ms wall / CPU"), &|r| {
-            let wall = Breakdown::median_of(r.edit.get(keys[0]).map_or(&[][..], |v| v));
-            let cpu = Breakdown::median_of(r.edit_cpu.get(keys[0]).map_or(&[][..], |v| v));
-            format!("{:.0} / {:.0}", part(&wall), part(&cpu))
-        });
+    for case in ["wsgidav component", AFTER_OTHERS, FOLDING, JOIN] {
+        if !results.iter().any(|r| r.edit.contains_key(case)) {
+            continue;
+        }
+        for (name, part) in parts {
+            // A phase that did not happen in any run of this case is left out.
+            let happened =
+                results.iter().any(|r| r.edit.get(case).is_some_and(|v| v.iter().any(|b| part(b) > 0.0)));
+            if !happened {
+                continue;
+            }
+            row(&format!("(3) … {name} ({case}), ms wall / CPU"), &|r| {
+                format!("{:.0} / {:.0}", part(&wall(r, case)), part(&cpu(r, case)))
+            });
+        }
     }
     let bulk = |v: &[f64]| if v.is_empty() { "–".to_owned() } else { format!("{:.0}", median(v)) };
     row("(4) sync of a bulk edit of every file, native, ms", &|r| bulk(&r.bulk_native_ms));
