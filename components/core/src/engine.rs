@@ -163,6 +163,20 @@ pub(crate) struct FullView {
 }
 
 impl FullView {
+    /// `db` with no checkpoint or history behind it (a remote being created).
+    fn empty(db: RemoteDb) -> FullView {
+        FullView {
+            db,
+            checkpoint_etag: None,
+            checkpoint_version: 0,
+            checkpoint_bytes: 0,
+            tail_bytes: 0,
+            off_chain: false,
+            diverged: false,
+            lineage: Vec::new(),
+        }
+    }
+
     /// Is `(version, commit)` the checkpoint or a commit after it on the
     /// chain that was read? (Nothing is, when `metadata.db` is off the chain.)
     pub(crate) fn holds_commit(&self, version: i64, commit: &str) -> bool {
@@ -275,17 +289,7 @@ pub(crate) fn fetch(
         Err(RemoteError::NotFound) => {
             let epoch = local_state::new_id(io, "e");
             let db = RemoteDb::create(&epoch).map_err(|e| SyncError::RemoteCorrupt(e.to_string()))?;
-            let full = FullView {
-                db,
-                checkpoint_etag: None,
-                checkpoint_version: 0,
-                checkpoint_bytes: 0,
-                tail_bytes: 0,
-                off_chain: false,
-                diverged: false,
-                lineage: Vec::new(),
-            };
-            return Ok(Fetched { view: View::Full(Box::new(full)), head, is_new: true });
+            return Ok(Fetched { view: View::Full(Box::new(FullView::empty(db))), head, is_new: true });
         }
         Err(RemoteError::TooLarge { bytes_max }) => {
             return Err(SyncError::RemoteCorrupt(format!(
@@ -1800,17 +1804,7 @@ mod tests {
 
     /// A whole remote state (not a new remote: its commit has a change file).
     fn whole(db: RemoteDb) -> Fetched {
-        let full = FullView {
-            db,
-            checkpoint_etag: None,
-            checkpoint_version: 0,
-            checkpoint_bytes: 0,
-            tail_bytes: 0,
-            off_chain: false,
-            diverged: false,
-            lineage: Vec::new(),
-        };
-        Fetched { view: View::Full(Box::new(full)), head: None, is_new: false }
+        Fetched { view: View::Full(Box::new(FullView::empty(db))), head: None, is_new: false }
     }
 
     fn commit_both_ways(store: &mut MemStore, steps: &mut Vec<Step>) -> Committed {

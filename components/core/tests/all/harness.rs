@@ -392,3 +392,15 @@ pub fn blob_ops(log: &[String]) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+/// Everything an instance keeps locally, as text to compare.
+pub fn local_state(node: &Node) -> String {
+    format!("{:?}\n{:?}\n{:?}", node.store.inner.rows, node.store.inner.meta, node.files.paths())
+}
+
+/// The remote's files, except the lock (a refused sync takes and releases it).
+pub fn remote_data(net: &Net) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let files = net.remote.files();
+    let lock = davsync_core::lease::LOCK_DIR;
+    files.into_iter().filter(|(p, _)| !p.starts_with(lock)).map(|(p, e)| (p, e.bytes)).collect()
+}

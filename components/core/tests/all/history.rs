@@ -4,8 +4,6 @@
 //! a replaced commit is noticed, and hostile change files are refused without
 //! changing anything.
 
-use std::collections::BTreeMap;
-
 use davsync_core::history::{ChangeFile, FOLD_COMMITS, FORMAT, Head};
 use davsync_core::hlc::Hlc;
 use davsync_core::lease::LOCK_DIR;
@@ -13,7 +11,7 @@ use davsync_core::model::{ContentHash, RemoteRow};
 use davsync_core::ports::RemoteTransport;
 use davsync_core::{SyncError, status};
 
-use crate::harness::{Net, Node, assert_converged, meta};
+use crate::harness::{Net, Node, assert_converged, local_state, meta, remote_data};
 
 fn head(net: &Net) -> Head {
     Head::parse(&net.remote.read("version.txt").expect("version.txt")).expect("a valid version.txt")
@@ -22,15 +20,6 @@ fn head(net: &Net) -> Head {
 /// The requests the server handled since `from` (an index into its op log).
 fn ops_since(net: &Net, from: usize) -> Vec<String> {
     net.remote.op_log()[from..].to_vec()
-}
-
-fn local_state(node: &Node) -> String {
-    format!("{:?}\n{:?}\n{:?}", node.store.inner.rows, node.store.inner.meta, node.files.paths())
-}
-
-fn remote_data(net: &Net) -> BTreeMap<String, Vec<u8>> {
-    let files = net.remote.files();
-    files.into_iter().filter(|(p, _)| !p.starts_with(LOCK_DIR)).map(|(p, e)| (p, e.bytes)).collect()
 }
 
 /// `a` and `b` hold f1 and f2, synced.

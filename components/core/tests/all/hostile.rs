@@ -10,23 +10,10 @@
 
 use davsync_core::SyncError;
 use davsync_core::lease::{LEASE_FILE, LEASE_TTL_MAX_MS, LOCK_DIR, LeaseRecord};
-use davsync_core::mem::Entry;
 use davsync_core::model::ContentHash;
 use davsync_core::ports::RemoteTransport;
-use std::collections::BTreeMap;
 
-use crate::harness::{Net, Node, assert_converged};
-
-/// Everything the instance keeps locally, as text to compare.
-fn local_state(node: &Node) -> String {
-    format!("{:?}\n{:?}\n{:?}", node.store.inner.rows, node.store.inner.meta, node.files.paths())
-}
-
-/// The remote's files, except the lock (a refused sync takes and releases it).
-fn remote_data(net: &Net) -> BTreeMap<String, Vec<u8>> {
-    let files: BTreeMap<String, Entry> = net.remote.files();
-    files.into_iter().filter(|(p, _)| !p.starts_with(LOCK_DIR)).map(|(p, e)| (p, e.bytes)).collect()
-}
+use crate::harness::{Net, Node, assert_converged, local_state, remote_data};
 
 /// Instance `a` published f1 and f2; `b` synced them and has a pending label
 /// edit, so a sync of `b` has something to write on both sides.
