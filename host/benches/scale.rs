@@ -247,7 +247,7 @@ impl Fixture {
     /// Would the remote's next commit fold the history into `metadata.db`?
     fn next_commit_folds(&self) -> Result<bool> {
         let head = self.head()?;
-        Ok(Head { version: head.version + 1, ..head }.fold_due())
+        Ok(Head { version: head.version + 1, ..head }.fold_due(davsync_core::history::FOLD_COMMITS))
     }
 
     /// A second instance with the same files: a copy of the app database

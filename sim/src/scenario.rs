@@ -30,6 +30,10 @@ use crate::executor::{Answer, Call, Executor, InstanceClock, Life, Op, Returned,
 use crate::oracle::{Choice, Final, Oracle, WriteKind, short, token_json, token_of};
 use crate::trace::Trace;
 
+/// `SyncOptions::fold_commits` in the simulator: small, so that folding is
+/// among the steps every scenario exercises.
+const SIM_FOLD_COMMITS: u32 = 3;
+
 /// 2024-01-01T00:00:00Z.
 const T0_MS: i64 = 1_704_067_200_000;
 const DAY_MS: i64 = 86_400_000;
@@ -660,7 +664,14 @@ impl<'e> Sim<'e> {
     // -----------------------------------------------------------------
 
     fn options(&self, force: bool) -> SyncOptions {
-        SyncOptions { force, host_name: "sim".to_owned(), ..SyncOptions::default() }
+        // Folds every few commits, so that crashes, lost responses and stale
+        // writers meet them (32 by default would hardly happen in a scenario).
+        SyncOptions {
+            force,
+            host_name: "sim".to_owned(),
+            fold_commits: SIM_FOLD_COMMITS,
+            ..SyncOptions::default()
+        }
     }
 
     fn start_sync(&mut self, i: usize, force: bool) -> Check {

@@ -22,6 +22,10 @@ pub struct SyncOptions {
     pub mass_delete_files_min: u64,
     /// Full attempts when other instances commit in between (fencing).
     pub commit_attempts_max: u32,
+    /// Fold the history into `metadata.db` once this many commits follow
+    /// the checkpoint (sooner when their change files reach a quarter of its
+    /// size): bounds what an instance that fell behind, or a new one, reads.
+    pub fold_commits: u32,
     /// Retries of one remote operation on transient failures (5xx, 423, network).
     pub remote_retries_max: u32,
     /// Largest blob accepted from the remote.
@@ -41,6 +45,7 @@ impl Default for SyncOptions {
             mass_delete_percent: 50,
             mass_delete_files_min: 10,
             commit_attempts_max: 5,
+            fold_commits: crate::history::FOLD_COMMITS,
             remote_retries_max: 4,
             blob_bytes_max: 1 << 30,
             metadata_bytes_max: 512 << 20,

@@ -270,7 +270,9 @@ pub(crate) fn fetch(
 ) -> Result<Fetched, SyncError> {
     let head = session.read_head(io)?;
     // A sync that will push and whose commit should fold reads everything.
-    let fold_next = head.as_ref().is_some_and(|h| Head { version: h.version + 1, ..h.clone() }.fold_due());
+    let fold_next = head
+        .as_ref()
+        .is_some_and(|h| Head { version: h.version + 1, ..h.clone() }.fold_due(opts.fold_commits));
     if let (Some(h), Some(since)) = (&head, since.filter(|s| s.tail && !(fold_next && pushes > 0)))
         && h.format >= 2
         && h.epoch.as_deref() == Some(since.epoch)
@@ -582,7 +584,13 @@ fn attempt_once(
         reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
         let (left_out, changes) = merge_pushes(io, &mut fetched, &steps, new_version, &now_iso)?;
         drop_steps(&mut steps, &left_out);
-        let commit = Commit { version: new_version, id: commit_id.clone(), parent, changes };
+        let commit = Commit {
+            version: new_version,
+            id: commit_id.clone(),
+            parent,
+            changes,
+            fold_commits: opts.fold_commits,
+        };
         publish_commit(io, session, lease, reporter, &mut fetched, commit)?;
         (new_version, Some(commit_id))
     } else {
@@ -1288,9 +1296,12 @@ pub(crate) struct Commit {
     pub(crate) parent: (i64, Option<String>),
     /// The rows it writes (its change file).
     pub(crate) changes: Vec<RemoteRow>,
+    /// [`SyncOptions::fold_commits`].
+    pub(crate) fold_commits: u32,
 }
 
 /// Commits nothing but a new version (gc's fence for syncs in flight).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn commit_empty(
     io: &mut Io<'_>,
     session: &mut Session,
@@ -1299,6 +1310,7 @@ pub(crate) fn commit_empty(
     fetched: &mut Fetched,
     new_version: i64,
     now_iso: &str,
+    fold_commits: u32,
 ) -> Result<(), Interrupted> {
     reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
     let commit = Commit {
@@ -1306,6 +1318,7 @@ pub(crate) fn commit_empty(
         id: local_state::new_id(io, "c"),
         parent: fetched.state_commit(),
         changes: Vec::new(),
+        fold_commits,
     };
     if let View::Full(full) = &mut fetched.view {
         full.db.commit(std::iter::empty::<RemoteRow>(), new_version, now_iso)?;
@@ -1327,6 +1340,7 @@ fn publish_commit(
 ) -> Result<(), Interrupted> {
     let token = fetched.head.as_ref().map(|h| (h.version, h.commit.clone()));
     let epoch = fetched.epoch().to_owned();
+    let fold_commits = commit.fold_commits;
     let mut head = Head {
         version: commit.version,
         format: FORMAT,
@@ -1382,7 +1396,7 @@ fn publish_commit(
     put_once(io, session, &path, &bytes)?;
     drop(bytes);
     write_head(io, session, lease, &token, &head)?;
-    if head.fold_due()
+    if head.fold_due(fold_commits)
         && let View::Full(full) = &mut fetched.view
     {
         reporter.report(

@@ -31,8 +31,9 @@ use crate::session::Session;
 pub const FORMAT: u32 = 2;
 /// The folder of change files.
 pub const CHANGES_DIR: &str = "changes";
-/// A fold is due once this many commits follow the checkpoint.
-pub const FOLD_COMMITS: i64 = 32;
+/// By default a fold is due once this many commits follow the checkpoint
+/// ([`crate::SyncOptions::fold_commits`]).
+pub const FOLD_COMMITS: u32 = 32;
 /// ... or once the change files after it hold this many bytes and a quarter
 /// of the checkpoint's size.
 pub const FOLD_BYTES_MIN: u64 = 64 << 10;
@@ -102,11 +103,11 @@ impl Head {
         self.version - self.checkpoint
     }
 
-    /// Is the tail long enough (by count, or by bytes relative to the
-    /// checkpoint) that the next commit should fold it into `metadata.db`?
-    pub fn fold_due(&self) -> bool {
+    /// Is the tail long enough (`fold_commits` commits, or bytes relative to
+    /// the checkpoint) that it should be folded into `metadata.db`?
+    pub fn fold_due(&self, fold_commits: u32) -> bool {
         self.format >= 2
-            && (self.tail_commits() >= FOLD_COMMITS
+            && (self.tail_commits() >= i64::from(fold_commits.max(1))
                 || self.tail_bytes >= FOLD_BYTES_MIN.max(self.checkpoint_bytes / 4))
     }
 
@@ -429,16 +430,17 @@ mod tests {
     #[test]
     fn a_fold_is_due_by_count_or_by_bytes_relative_to_the_checkpoint() {
         let mut h = Head { tail_bytes: 0, ..head() };
-        assert!(!h.fold_due());
-        h.version = h.checkpoint + FOLD_COMMITS;
-        assert!(h.fold_due());
+        assert!(!h.fold_due(FOLD_COMMITS));
+        h.version = h.checkpoint + i64::from(FOLD_COMMITS);
+        assert!(h.fold_due(FOLD_COMMITS));
+        assert!(!h.fold_due(FOLD_COMMITS + 1));
         h.version = h.checkpoint + 1;
         h.checkpoint_bytes = 100 << 20;
         h.tail_bytes = 10 << 20;
-        assert!(!h.fold_due(), "a tenth of the checkpoint");
+        assert!(!h.fold_due(FOLD_COMMITS), "a tenth of the checkpoint");
         h.tail_bytes = 30 << 20;
-        assert!(h.fold_due(), "over a quarter of it");
-        assert!(!Head::format1(100).fold_due());
+        assert!(h.fold_due(FOLD_COMMITS), "over a quarter of it");
+        assert!(!Head::format1(100).fold_due(1));
     }
 
     fn row(id: &str, version: i64) -> RemoteRow {

@@ -420,7 +420,8 @@ fn gc_locked(
         let new_version = fetched.head_version() + 1;
         let now_iso = iso8601_utc(io.clock.now_ms());
         let mut reporter = Reporter::default();
-        engine::commit_empty(io, session, lease, &mut reporter, &mut fetched, new_version, &now_iso)?;
+        let fold = sync_opts.fold_commits;
+        engine::commit_empty(io, session, lease, &mut reporter, &mut fetched, new_version, &now_iso, fold)?;
         report.version_after = Some(new_version);
     }
     for file in doomed.into_iter().chain(stale_changes) {

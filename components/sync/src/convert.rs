@@ -247,6 +247,7 @@ pub(crate) fn options_from_wit(o: wit_engine::SyncOptions) -> core_api::SyncOpti
         mass_delete_percent: o.mass_delete_percent,
         mass_delete_files_min: o.mass_delete_files_min,
         commit_attempts_max: o.commit_attempts_max,
+        fold_commits: o.fold_commits,
         remote_retries_max: o.remote_retries_max,
         blob_bytes_max: o.blob_bytes_max,
         metadata_bytes_max: o.metadata_bytes_max,

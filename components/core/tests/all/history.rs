@@ -62,7 +62,7 @@ fn a_synced_instance_reads_and_writes_only_change_files() {
 fn the_history_is_folded_and_a_new_instance_starts_from_the_checkpoint() {
     let mut net = Net::strict();
     let (mut a, mut b) = two_synced(&mut net);
-    let commits = FOLD_COMMITS + 5;
+    let commits = i64::from(FOLD_COMMITS) + 5;
     for i in 0..commits {
         a.set_label("f1", &format!("edit {i}"));
         a.sync();
