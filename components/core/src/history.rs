@@ -294,6 +294,26 @@ pub(crate) fn walk_back(
     stop: (i64, Option<&str>),
     bytes_max: u64,
 ) -> Result<Walk, SyncError> {
+    walk_chain(head, stop, SyncError::RemoteCorrupt, |path| {
+        match session.call(io, |io| io.remote.get(path, bytes_max)) {
+            Ok(f) => Ok(Some(f.bytes)),
+            Err(RemoteError::NotFound) => Ok(None),
+            Err(RemoteError::TooLarge { bytes_max }) => {
+                Err(SyncError::RemoteCorrupt(format!("{path} is larger than {bytes_max} bytes")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// The walk itself, over any way to read a file (`get`: `None` when it is
+/// not there); `corrupt` makes the error for a change file that does not fit.
+fn walk_chain<E>(
+    head: &Head,
+    stop: (i64, Option<&str>),
+    corrupt: impl Fn(String) -> E,
+    mut get: impl FnMut(&str) -> Result<Option<Vec<u8>>, E>,
+) -> Result<Walk, E> {
     let (mut files, mut bytes) = (Vec::new(), 0);
     let (mut version, mut commit) = (head.version, head.commit.clone());
     let epoch = head.epoch.clone().unwrap_or_default();
@@ -309,19 +329,12 @@ pub(crate) fn walk_back(
             return Ok(Walk::Off);
         };
         let path = ChangeFile::path(version, &id);
-        let fetched = match session.call(io, |io| io.remote.get(&path, bytes_max)) {
-            Ok(f) => f,
-            Err(RemoteError::NotFound) => return Ok(Walk::Missing(path)),
-            Err(RemoteError::TooLarge { bytes_max }) => {
-                return Err(SyncError::RemoteCorrupt(format!("{path} is larger than {bytes_max} bytes")));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let file = ChangeFile::parse(&fetched.bytes, version, &id, &epoch)
-            .map_err(|why| SyncError::RemoteCorrupt(format!("{path} {why}")))?;
+        let Some(body) = get(&path)? else { return Ok(Walk::Missing(path)) };
+        let file =
+            ChangeFile::parse(&body, version, &id, &epoch).map_err(|why| corrupt(format!("{path} {why}")))?;
         version = file.parent_version;
         commit = file.parent_commit.clone();
-        bytes += fetched.bytes.len() as u64;
+        bytes += body.len() as u64;
         files.push(file);
     }
 }
@@ -352,23 +365,17 @@ pub fn read_state(
     if h.epoch.as_deref() != Some(db.epoch()) {
         return Ok(Some((db, head))); // off the chain: metadata.db is the state
     }
-    let epoch = h.epoch.clone().unwrap_or_default();
-    let (mut version, mut commit) = (h.version, h.commit.clone());
-    let mut files = Vec::new();
-    while (version, commit.as_deref()) != (db.version(), db.commit_id()) {
-        let Some(id) = commit.filter(|_| version > db.version()) else {
-            // Off the chain (a stale writer's crossing): as a sync reads it,
-            // metadata.db alone is the state.
-            return Ok(Some((db, head)));
-        };
-        let path = ChangeFile::path(version, &id);
-        let bytes = read(&path).ok_or_else(|| format!("{path} is missing"))?;
-        let file = ChangeFile::parse(&bytes, version, &id, &epoch).map_err(|e| format!("{path} {e}"))?;
-        (version, commit) = (file.parent_version, file.parent_commit.clone());
-        files.push(file);
-    }
-    for file in files.iter().rev() {
-        apply(&mut db, file).map_err(|e| format!("{}: {e}", file.own_path()))?;
+    let stop = (db.version(), db.commit_id().map(str::to_owned));
+    match walk_chain(h, (stop.0, stop.1.as_deref()), |why| why, |path| Ok(read(path)))? {
+        Walk::Reached(files, _) => {
+            for file in &files {
+                apply(&mut db, file).map_err(|e| format!("{}: {e}", file.own_path()))?;
+            }
+        }
+        // Off the chain (a stale writer's crossing): as a sync reads it,
+        // metadata.db alone is the state.
+        Walk::Off => {}
+        Walk::Missing(path) => return Err(format!("{path} is missing")),
     }
     Ok(Some((db, head)))
 }

@@ -404,3 +404,21 @@ pub fn remote_data(net: &Net) -> std::collections::BTreeMap<String, Vec<u8>> {
     let lock = davsync_core::lease::LOCK_DIR;
     files.into_iter().filter(|(p, _)| !p.starts_with(lock)).map(|(p, e)| (p, e.bytes)).collect()
 }
+
+/// `b`'s sync is refused as `RemoteCorrupt` with a message containing every
+/// one of `needles`; nothing changed on either side and the lock is gone.
+#[track_caller]
+pub fn assert_refused(net: &Net, b: &mut Node, needles: &[&str]) -> String {
+    let (local_before, remote_before) = (local_state(b), remote_data(net));
+    let msg = match b.try_sync() {
+        Err(davsync_core::SyncError::RemoteCorrupt(msg)) => msg,
+        other => panic!("expected RemoteCorrupt naming {needles:?}, got {other:?}"),
+    };
+    for needle in needles {
+        assert!(msg.contains(needle), "{msg:?} does not name {needle:?}");
+    }
+    assert!(local_state(b) == local_before, "{needles:?}: local state changed");
+    assert!(remote_data(net) == remote_before, "{needles:?}: remote changed");
+    assert!(!net.remote.exists(davsync_core::lease::LOCK_DIR), "{needles:?}: lock left behind");
+    msg
+}

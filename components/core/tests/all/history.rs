@@ -6,12 +6,11 @@
 
 use davsync_core::history::{ChangeFile, FOLD_COMMITS, FORMAT, Head};
 use davsync_core::hlc::Hlc;
-use davsync_core::lease::LOCK_DIR;
 use davsync_core::model::{ContentHash, RemoteRow};
 use davsync_core::ports::RemoteTransport;
 use davsync_core::{SyncError, status};
 
-use crate::harness::{Net, Node, assert_converged, local_state, meta, remote_data};
+use crate::harness::{Net, Node, assert_converged, assert_refused, local_state, meta, remote_data};
 
 fn head(net: &Net) -> Head {
     Head::parse(&net.remote.read("version.txt").expect("version.txt")).expect("a valid version.txt")
@@ -201,21 +200,6 @@ fn with_one_change_file(net: &mut Net) -> (Node, String) {
     a.sync();
     let h = head(net);
     (b, ChangeFile::path(h.version, h.commit.as_deref().unwrap()))
-}
-
-#[track_caller]
-fn assert_refused(net: &Net, b: &mut Node, needles: &[&str]) {
-    let (local_before, remote_before) = (local_state(b), remote_data(net));
-    let msg = match b.try_sync() {
-        Err(SyncError::RemoteCorrupt(msg)) => msg,
-        other => panic!("expected RemoteCorrupt naming {needles:?}, got {other:?}"),
-    };
-    for needle in needles {
-        assert!(msg.contains(needle), "{msg:?} does not name {needle:?}");
-    }
-    assert!(local_state(b) == local_before, "{needles:?}: local state changed");
-    assert!(remote_data(net) == remote_before, "{needles:?}: remote changed");
-    assert!(!net.remote.exists(LOCK_DIR), "{needles:?}: lock left behind");
 }
 
 #[test]

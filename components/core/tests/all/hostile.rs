@@ -9,11 +9,11 @@
 //! too; our own lease from a crashed run in `lock.rs`.
 
 use davsync_core::SyncError;
-use davsync_core::lease::{LEASE_FILE, LEASE_TTL_MAX_MS, LOCK_DIR, LeaseRecord};
+use davsync_core::lease::{LEASE_FILE, LEASE_TTL_MAX_MS, LeaseRecord};
 use davsync_core::model::ContentHash;
 use davsync_core::ports::RemoteTransport;
 
-use crate::harness::{Net, Node, assert_converged, local_state, remote_data};
+use crate::harness::{Net, Node, assert_converged, assert_refused, local_state, remote_data};
 
 /// Instance `a` published f1 and f2; `b` synced them and has a pending label
 /// edit, so a sync of `b` has something to write on both sides.
@@ -51,24 +51,6 @@ fn hostile_commit(net: &Net, sql: &str) {
         ),
     );
     net.remote.write_raw("version.txt", next.to_string().as_bytes());
-}
-
-/// `b`'s sync is refused as `RemoteCorrupt` with a message containing every
-/// one of `needles`; nothing changed on either side and the lock is gone.
-#[track_caller]
-fn assert_refused(net: &Net, b: &mut Node, needles: &[&str]) -> String {
-    let (local_before, remote_before) = (local_state(b), remote_data(net));
-    let msg = match b.try_sync() {
-        Err(SyncError::RemoteCorrupt(msg)) => msg,
-        other => panic!("expected RemoteCorrupt naming {needles:?}, got {other:?}"),
-    };
-    for needle in needles {
-        assert!(msg.contains(needle), "{msg:?} does not name {needle:?}");
-    }
-    assert!(local_state(b) == local_before, "{needles:?}: local state changed");
-    assert!(remote_data(net) == remote_before, "{needles:?}: remote changed");
-    assert!(!net.remote.exists(LOCK_DIR), "{needles:?}: lock left behind");
-    msg
 }
 
 /// One hostile value, `f2.column = value_sql`, published: `b`'s sync is
