@@ -497,6 +497,11 @@ const CO_STACK_BYTES: usize = 8 << 20;
 struct CoExecutor {
     call: Option<Coroutine<Reply, Op, Returned, DefaultStack>>,
     reply: Reply,
+    /// The stack of the last call that returned, for the next one: a new
+    /// stack is an `mmap` and a guard page, dropping it an `munmap` that
+    /// flushes every core's TLB (an eighth of the simulator's time when each
+    /// call had its own).
+    spare: Option<DefaultStack>,
 }
 
 impl std::fmt::Debug for CoExecutor {
@@ -518,7 +523,7 @@ impl Executor {
     /// component.
     pub fn spawn(kind: Engine, cache_dir: Option<PathBuf>) -> anyhow::Result<Executor> {
         if kind == Engine::Native {
-            let co = CoExecutor { call: None, reply: (Answer::Slept, None) };
+            let co = CoExecutor { call: None, reply: (Answer::Slept, None), spare: None };
             return Ok(Executor(Inner::Co(RefCell::new(co))));
         }
         let (down_tx, down_rx) = channel();
@@ -541,14 +546,18 @@ impl Executor {
     pub fn start(&self, life: Arc<Life>, call: Call) {
         match &self.0 {
             Inner::Co(co) => {
-                let stack = DefaultStack::new(CO_STACK_BYTES).expect("a coroutine stack");
+                let mut co = co.borrow_mut();
+                // A call left unfinished by an earlier scenario is dropped
+                // (its stack unwound) here.
+                co.call = None;
+                let stack = match co.spare.take() {
+                    Some(stack) => stack,
+                    None => DefaultStack::new(CO_STACK_BYTES).expect("a coroutine stack"),
+                };
                 let coroutine =
                     Coroutine::with_stack(stack, move |yielder: &Yielder<Reply, Op>, _start: Reply| {
                         run_native(&Proxy(Rc::new(CoBaton { yielder, life })), call)
                     });
-                let mut co = co.borrow_mut();
-                // A call left unfinished by an earlier scenario is dropped
-                // (its stack unwound) here.
                 co.call = Some(coroutine);
                 co.reply = (Answer::Slept, None);
             }
@@ -566,7 +575,7 @@ impl Executor {
                 match coroutine.resume(reply) {
                     CoroutineResult::Yield(op) => Up::Op(op),
                     CoroutineResult::Return(returned) => {
-                        co.call = None;
+                        co.spare = co.call.take().map(Coroutine::into_stack);
                         Up::Done(returned)
                     }
                 }

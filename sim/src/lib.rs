@@ -16,6 +16,7 @@
 //! - [`maintainer`]: the remote-maintenance job running `gc` among the
 //!   syncs (with [`Config::gc`]).
 //! - [`oracle`]: the record of every write and the "nothing lost" check.
+//! - [`state`]: the remote's published state, read cheaply for the checks.
 //! - [`trace`]: the hashed trace.
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod executor;
 pub mod maintainer;
 pub mod oracle;
 pub mod scenario;
+pub mod state;
 pub mod trace;
 
 pub use choices::Choices;

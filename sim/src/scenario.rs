@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use davsync_core::history::{self, Head};
+use davsync_core::history::Head;
 use davsync_core::lease::LeaseRecord;
 use davsync_core::local_state::{META_COMMIT, META_INSTANCE, META_VERSION};
 use davsync_core::mem::{
@@ -22,12 +22,12 @@ use davsync_core::mem::{
 };
 use davsync_core::model::{ContentHash, FileMeta, LocalRow, RemoteRow, SyncStatus};
 use davsync_core::ports::{BlobTransfer, Precondition, RemoteError, RemoteTransport};
-use davsync_core::remote_db::RemoteDb;
 use davsync_core::{Resolution, ResolutionKind, SyncError, SyncOptions, SyncSummary};
 
 use crate::choices::Choices;
 use crate::executor::{Answer, Call, Executor, InstanceClock, Life, Op, Returned, Up};
 use crate::oracle::{Choice, Final, Oracle, WriteKind, short, token_json, token_of};
+use crate::state::{State, StateReader};
 use crate::trace::Trace;
 
 /// `SyncOptions::fold_commits` in the simulator: small, so that folding is
@@ -329,7 +329,7 @@ impl<'e> Sim<'e> {
     }
 
     fn log(&mut self, line: String) {
-        self.trace.line(format!("{:4} {line}", self.step));
+        self.trace.step_line(self.step, &line);
     }
 
     fn advance(&mut self, ms: u64) {
@@ -907,31 +907,25 @@ impl<'e> Sim<'e> {
     /// it applied, so a fold must not change it either. Only a restore may
     /// reuse a commit.
     fn check_one_db_per_version(&mut self, who: &str, publishing: bool) -> Check {
-        let Some((db, head)) =
-            history::read_state(|p| self.remote.read(p)).map_err(|e| format!("{who}: {e}"))?
-        else {
+        let Some(state) = self.remote_state().map_err(|e| format!("{who}: {e}"))? else {
             return Ok(());
         };
-        // The rows, leaving out `updated_at` (a wall-clock note, not state).
-        // Every row, sorted by `stable_id`, in one statement.
-        let rows = db.rows_changed_since(0).map_err(|e| e.to_string())?;
+        let rows: Vec<&RemoteRow> = state.rows.values().collect();
         self.check_stamps_are_clock_readings(who, &rows)?;
-        self.oracle.published(rows.iter());
-        let state: Vec<_> = rows.into_iter().map(|r| RemoteRow { updated_at: String::new(), ..r }).collect();
-        let digest = ContentHash::of(format!("{state:?}").as_bytes());
-        let version = head.as_ref().map_or(db.version(), |h| h.version);
-        let commit =
-            head.as_ref().and_then(|h| h.commit.clone()).or_else(|| db.commit_id().map(str::to_owned));
-        let key = (db.epoch().to_owned(), version, commit);
+        self.oracle.published(rows.iter().copied());
+        // The rows, leaving out `updated_at` (a wall-clock note, not state).
+        let rows: Vec<RemoteRow> =
+            state.rows.into_values().map(|r| RemoteRow { updated_at: String::new(), ..r }).collect();
+        let key = (state.epoch, state.version, state.commit);
         match self.published.get(&key) {
-            Some(known) if *known != digest => Err(format!(
+            Some(known) if *known != rows => Err(format!(
                 "{who}: the published state of version {} (epoch {}, commit {:?}) was replaced by another one",
                 key.1, key.0, key.2
             )),
             Some(_) => Ok(()),
             None => {
                 if publishing && self.read_version_txt() == Some(key.1) {
-                    self.published.insert(key, digest);
+                    self.published.insert(key, rows);
                 }
                 Ok(())
             }
@@ -945,7 +939,7 @@ impl<'e> Sim<'e> {
     /// largest skew and the drift). A clock that stopped following the wall
     /// clock (a Lamport counter, or one stuck at its first value) stays
     /// causal, so only this catches it.
-    fn check_stamps_are_clock_readings(&self, who: &str, rows: &[RemoteRow]) -> Check {
+    fn check_stamps_are_clock_readings(&self, who: &str, rows: &[&RemoteRow]) -> Check {
         let now = self.world_ms.load(Ordering::SeqCst);
         // Drift is at most 500 ppm of the time since T0.
         let slack = DAY_MS + (now - T0_MS) / 2_000 + 1;
@@ -1318,8 +1312,9 @@ impl<'e> Sim<'e> {
     /// and no write was lost.
     fn check_final(&mut self) -> Check {
         self.check_one_db_per_version("at the end", false)?;
-        let remote_rows = self.remote_rows()?;
-        let db_version = self.remote_db()?.map_or(0, |db| db.version());
+        let state = self.remote_state()?;
+        let db_version = state.as_ref().map_or(0, |s| s.rows_version);
+        let remote_rows = state.map(|s| s.rows).unwrap_or_default();
         if let (Some(high), now) = (self.version_txt, self.read_version_txt())
             && now.is_none_or(|v| v < high)
         {
@@ -1415,14 +1410,9 @@ impl<'e> Sim<'e> {
     }
 
     /// The remote's whole state: `metadata.db` and the commits after it.
-    fn remote_db(&self) -> Result<Option<RemoteDb>, String> {
-        let state = history::read_state(|p| self.remote.read(p)).map_err(|e| format!("remote state: {e}"))?;
-        Ok(state.map(|(db, _)| db))
-    }
-    fn remote_rows(&self) -> Result<BTreeMap<String, RemoteRow>, String> {
-        let Some(db) = self.remote_db()? else { return Ok(BTreeMap::new()) };
-        let rows = db.rows_changed_since(0).map_err(|e| e.to_string())?;
-        Ok(rows.into_iter().map(|r| (r.stable_id.clone(), r)).collect())
+    fn remote_state(&mut self) -> Result<Option<State>, String> {
+        let remote = &self.remote;
+        self.states.read(|p| remote.read(p)).map_err(|e| format!("remote state: {e}"))
     }
 }
 

@@ -274,7 +274,7 @@ impl ChangeFile {
 
 /// Where a walk down the chain ended.
 #[derive(Debug)]
-pub(crate) enum Walk {
+pub enum Walk {
     /// The commit looked for is on the chain; the change files after it,
     /// oldest first, and their size in bytes.
     Reached(Vec<ChangeFile>, u64),
@@ -347,6 +347,18 @@ pub(crate) fn apply(db: &mut RemoteDb, file: &ChangeFile) -> Result<(), RemoteDb
     db.set_commit_id(&file.commit)
 }
 
+/// The sync's walk down the chain, for checks from outside a sync, over
+/// any way to read a file (`None`: not there): the change files from `head` back to commit
+/// `stop`, as a sync finds them. A change file that does not fit is an
+/// error naming it.
+pub fn read_chain(
+    head: &Head,
+    stop: (i64, Option<&str>),
+    read: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Walk, String> {
+    walk_chain(head, stop, |why| why, |path| Ok(read(path)))
+}
+
 /// The whole state of a remote whose files `read` returns, for checks from
 /// outside a sync (tests, the simulator's invariants): `metadata.db` with
 /// every commit after it applied, and `version.txt`, as a sync reads it
@@ -366,7 +378,7 @@ pub fn read_state(
         return Ok(Some((db, head))); // off the chain: metadata.db is the state
     }
     let stop = (db.version(), db.commit_id().map(str::to_owned));
-    match walk_chain(h, (stop.0, stop.1.as_deref()), |why| why, |path| Ok(read(path)))? {
+    match read_chain(h, (stop.0, stop.1.as_deref()), read)? {
         Walk::Reached(files, _) => {
             for file in &files {
                 apply(&mut db, file).map_err(|e| format!("{}: {e}", file.own_path()))?;

@@ -10,7 +10,9 @@
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, Statement, params, params_from_iter};
 
@@ -101,8 +103,8 @@ fn corrupt(e: rusqlite::Error) -> RemoteDbError {
 fn open_connection() -> Result<Connection, RemoteDbError> {
     let conn = Connection::open_in_memory().map_err(sql_err)?;
     // Functions in a hostile schema (defaults, indexes, CHECKs) may then only
-    // be innocuous ones.
-    conn.execute_batch("PRAGMA trusted_schema = OFF;").map_err(sql_err)?;
+    // be innocuous ones. (`PRAGMA trusted_schema = OFF`, without parsing SQL.)
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false).map_err(sql_err)?;
     Ok(conn)
 }
 
@@ -191,24 +193,27 @@ impl RemoteDb {
     pub fn create(epoch: &str) -> Result<RemoteDb, RemoteDbError> {
         validate_stable_id(epoch).map_err(|e| wrong(format!("epoch: {e}")))?;
         let mut conn = open_connection()?;
-        // The empty schema (a few pages) is built in memory, then moved into
-        // a resizable buffer that every later write grows.
-        let empty = {
-            let mut scratch = Connection::open_in_memory().map_err(sql_err)?;
-            scratch.execute_batch(SCHEMA).map_err(sql_err)?;
-            scratch.serialize(MAIN_DB).map_err(sql_err)?.to_vec()
+        // The empty schema (a few pages) is built in memory once, then copied
+        // into a resizable buffer that every later write grows.
+        static EMPTY: OnceLock<Vec<u8>> = OnceLock::new();
+        let empty = match EMPTY.get() {
+            Some(empty) => empty,
+            None => {
+                let mut scratch = Connection::open_in_memory().map_err(sql_err)?;
+                scratch.execute_batch(SCHEMA).map_err(sql_err)?;
+                let empty = scratch.serialize(MAIN_DB).map_err(sql_err)?.to_vec();
+                EMPTY.get_or_init(|| empty)
+            }
         };
-        deserialize_with_room(&mut conn, &[&empty], 0).map_err(sql_err)?;
+        deserialize_with_room(&mut conn, &[empty], 0).map_err(sql_err)?;
         // updated_at is NULL rather than CURRENT_TIMESTAMP: the core has no
         // clock here, and SQLite's own would make the bytes nondeterministic.
-        let schema_version = Self::SCHEMA_VERSION.to_string();
-        for (key, value) in [("version", "0"), ("epoch", epoch), ("schema_version", &schema_version)] {
-            conn.execute(
-                "INSERT INTO sync_metadata (key, value, updated_at) VALUES (?1, ?2, NULL)",
-                params![key, value],
-            )
-            .map_err(sql_err)?;
-        }
+        conn.execute(
+            "INSERT INTO sync_metadata (key, value, updated_at)
+             VALUES ('version', '0', NULL), ('epoch', ?1, NULL), ('schema_version', ?2, NULL)",
+            params![epoch, Self::SCHEMA_VERSION.to_string()],
+        )
+        .map_err(sql_err)?;
         Ok(RemoteDb { conn, version: 0, epoch: epoch.to_owned(), commit: None })
     }
 
@@ -273,16 +278,14 @@ impl RemoteDb {
     /// version), in the current schema: what a checkpoint carries.
     pub fn set_commit_id(&mut self, commit: &str) -> Result<(), RemoteDbError> {
         validate_stable_id(commit).map_err(|e| wrong(format!("commit: {e}")))?;
-        let schema_version = Self::SCHEMA_VERSION.to_string();
-        for (key, value) in [("commit", commit), ("schema_version", &schema_version)] {
-            self.conn
-                .execute(
-                    "INSERT INTO sync_metadata (key, value, updated_at) VALUES (?1, ?2, NULL)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    params![key, value],
-                )
-                .map_err(sql_err)?;
-        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sync_metadata (key, value, updated_at)
+                 VALUES ('commit', ?1, NULL), ('schema_version', ?2, NULL)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut stmt| stmt.execute(params![commit, Self::SCHEMA_VERSION.to_string()]))
+            .map_err(sql_err)?;
         self.commit = Some(commit.to_owned());
         Ok(())
     }
@@ -394,20 +397,20 @@ impl RemoteDb {
         // Dropped without `commit()` on any error below: rolled back.
         let tx = self.conn.transaction().map_err(sql_err)?;
         {
-            let mut upsert = tx.prepare(&upsert_sql()).map_err(sql_err)?;
+            let mut upsert = tx.prepare_cached(upsert_sql()).map_err(sql_err)?;
             produce(&mut Merge { upsert: &mut upsert, new_version })?;
         }
         let changed = tx
-            .execute(
-                "UPDATE sync_metadata SET value = ?1, updated_at = ?2 WHERE key = 'version'",
-                params![new_version.to_string(), now_iso],
-            )
+            .prepare_cached("UPDATE sync_metadata SET value = ?1, updated_at = ?2 WHERE key = 'version'")
+            .and_then(|mut stmt| stmt.execute(params![new_version.to_string(), now_iso]))
             .map_err(sql_err)?;
         if changed != 1 {
             return Err(RemoteDbError::Sqlite(format!("updated {changed} version rows instead of 1")).into());
         }
         // The commit id named the version before: the caller names the new one.
-        tx.execute("DELETE FROM sync_metadata WHERE key = 'commit'", []).map_err(sql_err)?;
+        tx.prepare_cached("DELETE FROM sync_metadata WHERE key = 'commit'")
+            .and_then(|mut stmt| stmt.execute([]))
+            .map_err(sql_err)?;
         tx.commit().map_err(sql_err)?;
         self.version = new_version;
         self.commit = None;
@@ -455,15 +458,18 @@ fn select_all() -> String {
     format!("SELECT {} FROM file_metadata", COLUMNS.join(", "))
 }
 
-fn upsert_sql() -> String {
-    let names = COLUMNS.join(", ");
-    let slots: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect();
-    let sets: Vec<String> = COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
-    format!(
-        "INSERT INTO file_metadata ({names}) VALUES ({}) ON CONFLICT(stable_id) DO UPDATE SET {}",
-        slots.join(", "),
-        sets.join(", ")
-    )
+fn upsert_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let names = COLUMNS.join(", ");
+        let slots: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect();
+        let sets: Vec<String> = COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        format!(
+            "INSERT INTO file_metadata ({names}) VALUES ({}) ON CONFLICT(stable_id) DO UPDATE SET {}",
+            slots.join(", "),
+            sets.join(", ")
+        )
+    })
 }
 
 /// Runs [`upsert_sql`] for `row`, parameters in [`COLUMNS`] order.
@@ -571,13 +577,18 @@ fn check_table(conn: &Connection, table: &str, required: &[&str], pk: &str) -> R
 /// Reads and checks `version`, `epoch`, `schema_version` and (schema 2)
 /// `commit`.
 fn read_counters(conn: &Connection) -> Result<(i64, String, Option<String>), RemoteDbError> {
+    // One statement for all four keys (each prepared statement costs more
+    // than the rows it reads).
+    let mut stmt = conn
+        .prepare("SELECT key, value FROM sync_metadata WHERE key IN ('schema_version', 'version', 'epoch', 'commit')")
+        .map_err(corrupt)?;
+    let values: HashMap<String, Value> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(corrupt)?;
     let get = |key: &str| -> Result<String, RemoteDbError> {
-        let value: Option<Value> = conn
-            .query_row("SELECT value FROM sync_metadata WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(corrupt)?;
-        match value {
-            Some(Value::Text(s)) => Ok(s),
+        match values.get(key) {
+            Some(Value::Text(s)) => Ok(s.clone()),
             Some(Value::Integer(i)) => Ok(i.to_string()),
             Some(_) => Err(wrong(format!("sync_metadata {key} is not text"))),
             None => Err(wrong(format!("sync_metadata has no {key}"))),

@@ -1,0 +1,107 @@
+//! The remote's published state as the simulator's invariants see it:
+//! `metadata.db` with the change files after it applied, as plain rows.
+//!
+//! The invariants read it after every commit, so it must be cheap. A
+//! checkpoint is decoded (through [`RemoteDb`], with all its checks) once
+//! per distinct `metadata.db` and kept; the tail is applied to a copy of its
+//! rows in memory. That is the same reading as [`history::read_state`], which
+//! a sync's own rules define (the tail only when `metadata.db` is on the
+//! chain from `version.txt`), without opening SQLite for every check.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use davsync_core::history::{self, Head, Walk};
+use davsync_core::model::RemoteRow;
+use davsync_core::remote_db::RemoteDb;
+use davsync_core::session::{METADATA_DB, VERSION_TXT};
+
+/// One published state.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// `version.txt`, if there is one.
+    pub head: Option<Head>,
+    /// The state's version: `version.txt`'s, or the checkpoint's without one.
+    pub version: i64,
+    /// The remote's epoch (the checkpoint's).
+    pub epoch: String,
+    /// The state's commit id, if it has one.
+    pub commit: Option<String>,
+    /// The version of the last commit the rows hold: `version` unless the
+    /// checkpoint is off the chain from `version.txt`.
+    pub rows_version: i64,
+    /// Every row, by `stable_id`.
+    pub rows: BTreeMap<String, RemoteRow>,
+}
+
+/// A decoded checkpoint.
+#[derive(Debug)]
+struct Checkpoint {
+    version: i64,
+    epoch: String,
+    commit: Option<String>,
+    rows: BTreeMap<String, RemoteRow>,
+}
+
+/// Reads [`State`]s, keeping the last checkpoint it decoded.
+#[derive(Debug, Default)]
+pub struct StateReader {
+    last: Option<(Vec<u8>, Arc<Checkpoint>)>,
+}
+
+impl StateReader {
+    /// The state of the remote whose files `read` returns; `None` without a
+    /// `metadata.db`. Errors name the file that does not fit.
+    pub fn read(&mut self, read: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Option<State>, String> {
+        let head = match read(VERSION_TXT) {
+            Some(bytes) => Some(Head::parse(&bytes).map_err(|e| format!("version.txt: {e:?}"))?),
+            None => None,
+        };
+        let Some(bytes) = read(METADATA_DB) else { return Ok(None) };
+        let checkpoint = self.checkpoint(bytes)?;
+        let mut state = State {
+            version: head.as_ref().map_or(checkpoint.version, |h| h.version),
+            epoch: checkpoint.epoch.clone(),
+            commit: checkpoint.commit.clone(),
+            rows_version: checkpoint.version,
+            rows: checkpoint.rows.clone(),
+            head,
+        };
+        let Some(h) = state.head.as_ref().filter(|h| h.format >= 2) else { return Ok(Some(state)) };
+        state.commit = h.commit.clone().or(state.commit);
+        if h.epoch.as_deref() != Some(checkpoint.epoch.as_str()) {
+            return Ok(Some(state)); // off the chain: metadata.db is the state
+        }
+        match history::read_chain(h, (checkpoint.version, checkpoint.commit.as_deref()), read)? {
+            Walk::Reached(files, _) => {
+                for file in files {
+                    state.rows_version = file.version;
+                    state.rows.extend(file.rows.into_iter().map(|r| (r.stable_id.clone(), r)));
+                }
+            }
+            // A stale writer's crossing: as a sync reads it, metadata.db
+            // alone is the state.
+            Walk::Off => {}
+            Walk::Missing(path) => return Err(format!("{path} is missing")),
+        }
+        Ok(Some(state))
+    }
+
+    fn checkpoint(&mut self, bytes: Vec<u8>) -> Result<Arc<Checkpoint>, String> {
+        if let Some((known, checkpoint)) = &self.last
+            && *known == bytes
+        {
+            return Ok(checkpoint.clone());
+        }
+        let db = RemoteDb::from_bytes(&bytes).map_err(|e| format!("metadata.db: {e}"))?;
+        let rows = db.rows_changed_since(0).map_err(|e| format!("metadata.db: {e}"))?;
+        let checkpoint = Arc::new(Checkpoint {
+            version: db.version(),
+            epoch: db.epoch().to_owned(),
+            commit: db.commit_id().map(str::to_owned),
+            rows: rows.into_iter().map(|r| (r.stable_id.clone(), r)).collect(),
+        });
+        self.last = Some((bytes, checkpoint.clone()));
+        Ok(checkpoint)
+    }
+}
