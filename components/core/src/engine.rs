@@ -273,10 +273,17 @@ pub(crate) fn fetch(
     let fold_next = head
         .as_ref()
         .is_some_and(|h| Head { version: h.version + 1, ..h.clone() }.fold_due(opts.fold_commits));
+    // The tail is read from the last synced commit back, also across a fold
+    // (an instance a few commits behind when another folded), as long as it
+    // is at most one fold's worth of commits: past that, the checkpoint is
+    // the cheaper read. A change file below the checkpoint may be gone (gc):
+    // then the attempt reads the checkpoint instead.
+    let reach = i64::from(opts.fold_commits.max(1));
     if let (Some(h), Some(since)) = (&head, since.filter(|s| s.tail && !(fold_next && pushes > 0)))
         && h.format >= 2
         && h.epoch.as_deref() == Some(since.epoch)
-        && (h.checkpoint..=h.version).contains(&since.version)
+        && (since.version >= h.checkpoint || h.version - since.version <= reach)
+        && since.version <= h.version
         && let Walk::Reached(files, _) =
             walk_back(io, session, h, (since.version, since.commit), opts.metadata_bytes_max)?
     {

@@ -87,6 +87,36 @@ fn the_history_is_folded_and_a_new_instance_starts_from_the_checkpoint() {
 }
 
 #[test]
+fn a_sync_a_few_commits_behind_reads_the_change_files_across_a_fold() {
+    let mut net = Net::strict();
+    let (mut a, mut b) = two_synced(&mut net);
+    let mut c = net.node("c", 0);
+    c.sync();
+    for i in 0..FOLD_COMMITS {
+        a.set_label("f1", &format!("edit {i}"));
+        a.sync();
+    }
+    let h = head(&net);
+    assert!(h.checkpoint > 1 && h.version - 1 <= i64::from(FOLD_COMMITS), "folded past b: {h:?}");
+    // b last synced at version 1, below the checkpoint but one fold's worth
+    // of commits back: it reads those change files, not the checkpoint.
+    let from = net.remote.op_count();
+    b.sync();
+    let ops = ops_since(&net, from);
+    assert!(!ops.iter().any(|o| o.ends_with("metadata.db")), "{ops:?}");
+    assert_eq!(ops.iter().filter(|o| o.starts_with("GET changes/")).count() as i64, h.version - 1, "{ops:?}");
+    assert_eq!(b.label("f1").as_deref(), Some(&*format!("edit {}", FOLD_COMMITS - 1)));
+    // Once gc has deleted the folded change files, c (as far behind) reads
+    // the checkpoint instead.
+    net.advance(3_600_001);
+    assert!(!run_gc(&net, 3_600_000).deleted.is_empty());
+    let from = net.remote.op_count();
+    c.sync();
+    assert!(ops_since(&net, from).contains(&"GET metadata.db".to_owned()));
+    assert_converged(&net, &[&a, &b, &c]);
+}
+
+#[test]
 fn a_format_1_remote_is_upgraded_in_place_and_nothing_is_lost() {
     let mut net = Net::strict();
     let (mut a, mut b) = two_synced(&mut net);
