@@ -83,6 +83,7 @@ impl ScenarioArgs {
             backward_jumps: !self.forward_jumps_only,
             freezes: !self.no_freezes,
             gc: self.gc,
+            gc_grace_ms: None,
             hot_files: !self.no_hot_files,
             bursts: !self.no_bursts,
         }

@@ -18,8 +18,19 @@ use davsync_core::mem::{
     LocalFiles, MemBlobs, MemRemote, MemRemoteClient, SeededRandom, SimClock, WorldClock,
 };
 
-/// Unreferenced blobs younger than this (virtual time) are kept.
+/// Unreferenced blobs younger than this (virtual time) are kept, on a
+/// server that honours conditional writes: there gc's commit fences off a
+/// sync that relies on a blob gc deletes, so the grace period only adds a
+/// margin, and a short one tests that the fence alone is enough.
 pub const GC_GRACE_MS: u64 = 1_000;
+
+/// The grace period on a server that ignores conditional writes (rclone),
+/// gc's default. Nothing can fence a writer there that stalled past its
+/// lease (SPEC §3): it can still publish a commit naming blobs it uploaded
+/// before gc ran, and only a grace period longer than such a stall keeps
+/// those blobs. (Seed 9534 of `--gc`: a writer stalled 124 s, gc deleted
+/// its three new blobs after 1 s, its commit then landed naming them.)
+pub const GC_GRACE_UNFENCED_MS: u64 = 24 * 3_600_000;
 
 /// The maintenance job's ports.
 #[derive(Debug)]

@@ -102,6 +102,11 @@ pub struct Config {
     /// A maintenance job runs remote gc among the syncs (issue 9). Off by
     /// default so that existing seeds keep their scenarios.
     pub gc: bool,
+    /// The grace period of the gc among the syncs. `None`: 1 s where the
+    /// server honours conditional writes (gc's commit fences), a day where
+    /// nothing can fence a stalled writer (see
+    /// [`GC_GRACE_UNFENCED_MS`](crate::maintainer::GC_GRACE_UNFENCED_MS)).
+    pub gc_grace_ms: Option<u64>,
     /// Half of the edits and deletions go to one of the two oldest live
     /// files, so that instances often change the same file between syncs
     /// (on by default; off replays seeds recorded before).
@@ -124,6 +129,7 @@ impl Default for Config {
             backward_jumps: true,
             freezes: true,
             gc: false,
+            gc_grace_ms: None,
             hot_files: true,
             bursts: true,
         }
@@ -238,12 +244,15 @@ struct Sim<'e> {
     freezes: bool,
     hot_files: bool,
     bursts: bool,
+    gc_grace_ms: Option<u64>,
     /// Per node: frozen (not scheduled) until this step.
     frozen_until: Vec<u64>,
     /// Every state published (`version.txt` written to name its commit)
     /// since the last restore, by (epoch, version, commit): a published
     /// commit must name one state.
-    published: BTreeMap<(String, i64, Option<String>), ContentHash>,
+    published: BTreeMap<(String, i64, Option<String>), Vec<RemoteRow>>,
+    /// Reads the remote's state for the checks.
+    states: StateReader,
     /// Leases have expired and syncs run one at a time: every sync must work.
     settled: bool,
     backup: Option<MemServerSnapshot>,
@@ -315,8 +324,10 @@ impl<'e> Sim<'e> {
             freezes: cfg.freezes,
             hot_files: cfg.hot_files,
             bursts: cfg.bursts,
+            gc_grace_ms: cfg.gc_grace_ms,
             frozen_until: vec![0; cfg.instances],
             published: BTreeMap::new(),
+            states: StateReader::default(),
             settled: false,
             backup: None,
             version_txt: None,
@@ -470,7 +481,12 @@ impl<'e> Sim<'e> {
                 let ms = self.choices.range(0, 180_000) as u64;
                 self.log(format!("time +{ms} ms"));
                 self.advance(ms);
-                self.run_gc(crate::maintainer::GC_GRACE_MS)
+                let grace = match (self.gc_grace_ms, self.remote.server().profile()) {
+                    (Some(ms), _) => ms,
+                    (None, ServerProfile::IgnoresConditionals) => crate::maintainer::GC_GRACE_UNFENCED_MS,
+                    (None, _) => crate::maintainer::GC_GRACE_MS,
+                };
+                self.run_gc(grace)
             }
         }
     }

@@ -157,9 +157,6 @@ pub(crate) struct FullView {
     /// (a stale writer replaced it, or a restore): rows it lacks may have
     /// been published under versions it thinks it has seen.
     diverged: bool,
-    /// The commits read: the checkpoint's, then each change file's, oldest
-    /// first.
-    lineage: Vec<(i64, Option<String>)>,
 }
 
 impl FullView {
@@ -173,14 +170,7 @@ impl FullView {
             tail_bytes: 0,
             off_chain: false,
             diverged: false,
-            lineage: Vec::new(),
         }
-    }
-
-    /// Is `(version, commit)` the checkpoint or a commit after it on the
-    /// chain that was read? (Nothing is, when `metadata.db` is off the chain.)
-    pub(crate) fn holds_commit(&self, version: i64, commit: &str) -> bool {
-        !self.off_chain && self.lineage.iter().any(|(v, c)| *v == version && c.as_deref() == Some(commit))
     }
 
     /// The version of the checkpoint read (0: none).
@@ -364,7 +354,6 @@ pub(crate) fn fetch(
         tail_bytes,
         off_chain,
         diverged,
-        lineage,
     };
     Ok(Fetched { view: View::Full(Box::new(full)), head, is_new: false })
 }

@@ -401,16 +401,20 @@ fn gc_locked(
             Some(_) => doomed.push(blob),
         }
     }
-    // Change files no reader needs: folded into the checkpoint, or off the
-    // chain (a crashed or replaced commit's). Deleting them changes no
-    // state, so they need no commit; the grace period covers a stale writer
-    // that might still write a checkpoint older than the one read here.
+    // Change files no reader needs: those at or below the checkpoint's
+    // version, folded into it or off the chain (a crashed or replaced
+    // commit's). A walk down the chain stops at the checkpoint's version, so
+    // no reader opens them. An off-chain file above it stays until a fold
+    // passes it: it may be the commit of a writer that stalled past its
+    // lease and, on a server that ignores conditional writes, can still make
+    // `version.txt` name it. Deleting them changes no state, so they need no
+    // commit; the grace period covers a stale writer that might still write
+    // a checkpoint older than the one read here.
     let history = fetched.full().expect("fetched whole");
     let mut stale_changes = Vec::new();
     if !history.off_chain() {
-        for file in list_change_files(io, session, lease)? {
-            let (version, commit, listed) = file;
-            let unneeded = version <= history.checkpoint_version() || !history.holds_commit(version, &commit);
+        for (version, _commit, listed) in list_change_files(io, session, lease)? {
+            let unneeded = version <= history.checkpoint_version();
             if unneeded && listed.modified_ms.is_some_and(|t| t <= cutoff_ms) {
                 stale_changes.push(listed);
             }
