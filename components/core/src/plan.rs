@@ -79,7 +79,13 @@ fn decide_remote_missing(l: &LocalRow, ctx: &DecideContext<'_>) -> Action {
         (true, SyncStatus::PendingDelete) => push_local(l, ctx),
         // A deletion this remote once recorded and lost: record it again.
         (true, _) if had_base => push_local(l, ctx),
-        // A deletion recorded on some other remote: not this remote's business.
+        // A deletion recorded on the remote this instance synced with before
+        // (void base): offered to this one like a live file. The new remote
+        // may be the same remote recreated under a stalled creator on a
+        // server that ignores conditional writes, and another instance may
+        // still offer the file live; without the tombstone it would come
+        // back (seed 14946).
+        (true, _) if ctx.void_base && l.remote_version.is_some() => push_local(l, ctx),
         (true, _) if l.remote_version.is_some() || l.sync_hash.is_some() => Action::ForgetBase,
         (true, _) => Action::Nothing,
     }
@@ -109,9 +115,10 @@ fn decide_both(l: &LocalRow, r: &RemoteRow, ctx: &DecideContext<'_>) -> Action {
     // remote change too: it may be a merge that carries others' edits, and
     // the ordinary compare settles it (same state, or LWW by stamp).
     let remote_changed = r.remote_version > base.unwrap_or(0);
-    // Under a void base every live local file is offered to the remote; a
-    // deletion recorded on another remote is not a change for this one.
-    let local_changed = l.sync_status.is_pending() || behind || (ctx.void_base && !l.deleted);
+    // Under a void base every local file, live or deleted, is offered to the
+    // remote: a live file against a remote deletion, or a deletion against a
+    // remote live file, is a conflict, never a silent deletion or return.
+    let local_changed = l.sync_status.is_pending() || behind || ctx.void_base;
     match (local_changed, remote_changed) {
         (true, false) => push_local(l, ctx),
         (false, true) => Action::Pull(r.clone()),
@@ -582,7 +589,12 @@ mod tests {
         let mut old_deletion = l.clone();
         old_deletion.deleted = true;
         old_deletion.sync_status = SyncStatus::DeletionSynced;
-        assert_eq!(decide(Some(&old_deletion), None, &c), Action::ForgetBase);
+        // A deletion is offered too: pushed where the remote lacks the file,
+        // a conflict where it has it live, agreed where it has it deleted.
+        assert!(matches!(decide(Some(&old_deletion), None, &c), Action::Push { row, .. } if row.deleted));
+        let live = remote(b"a", "x", 2, hlc(2, "o"));
+        assert!(matches!(decide(Some(&old_deletion), Some(&live), &c), Action::Conflict(_)));
+        assert!(matches!(decide(Some(&old_deletion), Some(&r), &c), Action::MarkSynced(_)));
         let same = remote(b"a", "x", 2, hlc(2, "o"));
         assert_eq!(decide(Some(&l), Some(&same), &c), Action::MarkSynced(same));
     }

@@ -110,9 +110,50 @@ fn seed_302_a_remote_behind_us_is_compared_in_full() {
 /// own unfinished push checks the blob and uploads it if it is gone, and a
 /// second fence after the `metadata.db` write starts over when a commit
 /// landed in between.
+/// Found with a 1 s grace period on every server, kept so: the fix does not
+/// rely on the grace period.
 #[test]
 fn seed_262_gc_under_a_stalled_push_on_rclone_loses_no_blob() {
-    assert_passes(&Config { gc: true, ..Config::default() }, 262);
+    assert_passes(&Config { gc: true, gc_grace_ms: Some(1_000), ..Config::default() }, 262);
+}
+
+/// Remote format 2 with gc: a lease holder wrote its change file, stalled
+/// past its lease, and gc (1 s grace) deleted that file as off the chain;
+/// the holder's `version.txt` then landed naming it, and every reader
+/// refused the remote ("changes/2-… is missing"). Fixed in `maintenance.rs`:
+/// gc deletes only change files at or below the checkpoint, which no walk
+/// down the chain reads. Seed 2555 is on a server that honours conditional
+/// writes, 4402 on one that ignores them.
+#[test]
+fn seeds_2555_4402_gc_keeps_change_files_a_stalled_writer_may_still_name() {
+    for seed in [2555, 4402] {
+        assert_passes(&Config { gc: true, gc_grace_ms: Some(1_000), ..Config::default() }, seed);
+    }
+}
+
+/// With gc among the syncs on a server that ignores conditional writes: a
+/// writer stalled 124 s between uploading three blobs and its commit, gc
+/// (then with a 1 s grace there too) deleted them as unreferenced, and the
+/// commit landed naming them; no instance could download them again. Nothing
+/// can fence that writer (SPEC §3); gc's grace period, a day by default, is
+/// what keeps those blobs, so the simulator now runs gc with it on such a
+/// server (`maintainer::GC_GRACE_UNFENCED_MS`).
+#[test]
+fn seed_9534_on_rclone_gc_grace_outlasts_a_stalled_writer() {
+    assert_passes(&Config { gc: true, ..Config::default() }, 9534);
+}
+
+/// Two instances created the remote on a server that ignores conditional
+/// writes: the stalled creator's `metadata.db` replaced the remote another
+/// had created and committed to, including one file's deletion. Every
+/// instance then saw a new epoch (a void base); the one still holding the
+/// file offered it live, the one that deleted it forgot its deletion as
+/// "another remote's business", and the file came back. Fixed in `plan.rs`:
+/// under a void base a deletion is offered like a live file (pushed where
+/// the remote lacks the file, a conflict where it has it live).
+#[test]
+fn seed_14946_a_deletion_survives_a_remote_recreated_under_it() {
+    assert_passes(&Config::default(), 14_946);
 }
 
 /// Remote format 2 (issue 17), on a server that ignores conditional
