@@ -108,6 +108,11 @@ fn value_name(v: &impl clap::ValueEnum) -> String {
     v.to_possible_value().map(|p| p.get_name().to_owned()).unwrap_or_default()
 }
 
+/// Rust's allocations go to mimalloc (see `Cargo.toml`); SQLite's still go
+/// to glibc, tuned by `tune_allocator`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run_cli() {
         Ok(true) => ExitCode::SUCCESS,
