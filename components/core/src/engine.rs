@@ -1420,8 +1420,11 @@ fn put_once(io: &mut Io<'_>, session: &mut Session, path: &str, bytes: &[u8]) ->
     };
     let mut first = put(io, session);
     // The folder is made by the first commit that needs it, not by a MKCOL
-    // before every commit.
-    if let (Err(RemoteError::ParentMissing), Some((parent, _))) = (&first, path.rsplit_once('/')) {
+    // before every commit. A missing folder is a 409 on most servers, a 404
+    // on rclone.
+    if let (Err(RemoteError::ParentMissing | RemoteError::NotFound), Some((parent, _))) =
+        (&first, path.rsplit_once('/'))
+    {
         session.ensure_collection(io, parent)?;
         first = put(io, session);
     }
