@@ -1453,19 +1453,38 @@ fn write_head(
     token: &Option<(i64, Option<String>)>,
     head: &Head,
 ) -> Result<(), Interrupted> {
-    lease.confirm(session, io)?;
-    // Fence again: a commit (a sync, or a gc's version bump) that landed
-    // since the attempt read the remote is never written over. `version.txt`
-    // is replaced only if it is still the one the fence read: a holder that
-    // stalls right here, past its lease, must not set the counter back under
-    // a newer commit (where the server honours conditions).
-    let condition = fence(io, session, token)?;
     let text = head.to_text();
+    let mut weak_waits = 0;
+    let condition = loop {
+        lease.confirm(session, io)?;
+        // Fence again: a commit (a sync, or a gc's version bump) that landed
+        // since the attempt read the remote is never written over.
+        // `version.txt` is replaced only if it is still the one the fence
+        // read: a holder that stalls right here, past its lease, must not
+        // set the counter back under a newer commit (where the server
+        // honours conditions).
+        let condition = fence(io, session, token)?;
+        // A weak ETag (Apache's, for a second after a write) never matches
+        // `If-Match`. Writing without a condition instead left the stall
+        // above unguarded (a proptest case on the weak profile: a holder
+        // froze before that write and set `version.txt` back from 3 to 2),
+        // so wait for the ETag to turn strong. A server whose ETags stay
+        // weak is then written to as one that ignores conditions.
+        let weak = matches!(&condition, Precondition::IfMatch(etag) if etag.starts_with("W/"));
+        if !weak {
+            break condition;
+        }
+        if weak_waits == WEAK_ETAG_WAITS {
+            break Precondition::None;
+        }
+        weak_waits += 1;
+        io.clock.sleep_ms(WEAK_ETAG_WAIT_MS);
+    };
     match session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &condition)) {
         Ok(_) => Ok(()),
         Err(RemoteError::PreconditionFailed) => {
             // A rival commit moved it (start over), or a lost response's
-            // retry met our own write, or a weak ETag was refused.
+            // retry met our own write.
             fence(io, session, token)?;
             lease.confirm(session, io)?;
             session.call(io, |io| io.remote.put(VERSION_TXT, text.as_bytes(), &Precondition::None))?;
@@ -1474,6 +1493,11 @@ fn write_head(
         Err(e) => Err(e.into()),
     }
 }
+
+/// How long [`write_head`] waits for a weak ETag of `version.txt` to turn
+/// strong (Apache's are weak for the second after a write), and how often.
+const WEAK_ETAG_WAIT_MS: u64 = 1_100;
+const WEAK_ETAG_WAITS: u32 = 3;
 
 /// Folds the history into `metadata.db`: writes the state at `head`'s
 /// commit as the new checkpoint, then `version.txt` naming it. Only after the
