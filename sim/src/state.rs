@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use davsync_core::history::{self, Head, Walk};
+use davsync_core::history::{self, Head};
 use davsync_core::model::RemoteRow;
 use davsync_core::remote_db::RemoteDb;
 use davsync_core::session::{METADATA_DB, VERSION_TXT};
@@ -67,22 +67,13 @@ impl StateReader {
             rows: checkpoint.rows.clone(),
             head,
         };
-        let Some(h) = state.head.as_ref().filter(|h| h.format >= 2) else { return Ok(Some(state)) };
-        state.commit = h.commit.clone().or(state.commit);
-        if h.epoch.as_deref() != Some(checkpoint.epoch.as_str()) {
-            return Ok(Some(state)); // off the chain: metadata.db is the state
+        if let Some(h) = state.head.as_ref().filter(|h| h.format >= 2) {
+            state.commit = h.commit.clone().or(state.commit);
         }
-        match history::read_chain(h, (checkpoint.version, checkpoint.commit.as_deref()), read)? {
-            Walk::Reached(files, _) => {
-                for file in files {
-                    state.rows_version = file.version;
-                    state.rows.extend(file.rows.into_iter().map(|r| (r.stable_id.clone(), r)));
-                }
-            }
-            // A stale writer's crossing: as a sync reads it, metadata.db
-            // alone is the state.
-            Walk::Off => {}
-            Walk::Missing(path) => return Err(format!("{path} is missing")),
+        let at = (checkpoint.version, checkpoint.epoch.as_str(), checkpoint.commit.as_deref());
+        for file in history::tail_after(state.head.as_ref(), at, read)? {
+            state.rows_version = file.version;
+            state.rows.extend(file.rows.into_iter().map(|r| (r.stable_id.clone(), r)));
         }
         Ok(Some(state))
     }

@@ -274,7 +274,7 @@ impl ChangeFile {
 
 /// Where a walk down the chain ended.
 #[derive(Debug)]
-pub enum Walk {
+pub(crate) enum Walk {
     /// The commit looked for is on the chain; the change files after it,
     /// oldest first, and their size in bytes.
     Reached(Vec<ChangeFile>, u64),
@@ -347,23 +347,32 @@ pub(crate) fn apply(db: &mut RemoteDb, file: &ChangeFile) -> Result<(), RemoteDb
     db.set_commit_id(&file.commit)
 }
 
-/// The sync's walk down the chain, for checks from outside a sync, over
-/// any way to read a file (`None`: not there): the change files from `head` back to commit
-/// `stop`, as a sync finds them. A change file that does not fit is an
-/// error naming it.
-pub fn read_chain(
-    head: &Head,
-    stop: (i64, Option<&str>),
+/// The change files to apply to a checkpoint at `(version, epoch, commit)`
+/// to get the state `head` names, for checks from outside a sync, over any
+/// way to read a file (`None`: not there), as a sync reads them: none with
+/// a format-1 head or none, and none when the checkpoint is off the chain
+/// (another epoch, or a stale writer's crossing: the checkpoint alone is
+/// then the state). A missing or unfit change file is an error naming it.
+pub fn tail_after(
+    head: Option<&Head>,
+    checkpoint: (i64, &str, Option<&str>),
     read: impl Fn(&str) -> Option<Vec<u8>>,
-) -> Result<Walk, String> {
-    walk_chain(head, stop, |why| why, |path| Ok(read(path)))
+) -> Result<Vec<ChangeFile>, String> {
+    let (version, epoch, commit) = checkpoint;
+    let Some(h) = head.filter(|h| h.format >= 2 && h.epoch.as_deref() == Some(epoch)) else {
+        return Ok(Vec::new());
+    };
+    match walk_chain(h, (version, commit), |why| why, |path| Ok(read(path)))? {
+        Walk::Reached(files, _) => Ok(files),
+        Walk::Off => Ok(Vec::new()),
+        Walk::Missing(path) => Err(format!("{path} is missing")),
+    }
 }
 
 /// The whole state of a remote whose files `read` returns, for checks from
 /// outside a sync (tests, the simulator's invariants): `metadata.db` with
 /// every commit after it applied, and `version.txt`, as a sync reads it
-/// (`metadata.db` alone when it is off the chain). `None` without a
-/// `metadata.db`.
+/// ([`tail_after`]). `None` without a `metadata.db`.
 pub fn read_state(
     read: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<Option<(RemoteDb, Option<Head>)>, String> {
@@ -373,21 +382,9 @@ pub fn read_state(
     };
     let Some(bytes) = read(crate::session::METADATA_DB) else { return Ok(None) };
     let mut db = RemoteDb::from_bytes(&bytes).map_err(|e| format!("metadata.db: {e}"))?;
-    let Some(h) = head.as_ref().filter(|h| h.format >= 2) else { return Ok(Some((db, head))) };
-    if h.epoch.as_deref() != Some(db.epoch()) {
-        return Ok(Some((db, head))); // off the chain: metadata.db is the state
-    }
-    let stop = (db.version(), db.commit_id().map(str::to_owned));
-    match read_chain(h, (stop.0, stop.1.as_deref()), read)? {
-        Walk::Reached(files, _) => {
-            for file in &files {
-                apply(&mut db, file).map_err(|e| format!("{}: {e}", file.own_path()))?;
-            }
-        }
-        // Off the chain (a stale writer's crossing): as a sync reads it,
-        // metadata.db alone is the state.
-        Walk::Off => {}
-        Walk::Missing(path) => return Err(format!("{path} is missing")),
+    let files = tail_after(head.as_ref(), (db.version(), db.epoch(), db.commit_id()), read)?;
+    for file in &files {
+        apply(&mut db, file).map_err(|e| format!("{}: {e}", file.own_path()))?;
     }
     Ok(Some((db, head)))
 }
