@@ -137,10 +137,11 @@ impl Progress for RecordingProgress {
 // Local side: data folder and database
 // ---------------------------------------------------------------------------
 
-/// The local data folder, keyed by [`BlobRef::path`]. Clones share it, so the
-/// app (via [`MemStore`]'s `app_*` operations) and [`MemBlobs`] see one folder.
+/// The local data folder: a file per [`BlobRef`], at its [`BlobRef::path`].
+/// Clones share it, so the app (via [`MemStore`]'s `app_*` operations) and
+/// [`MemBlobs`] see one folder.
 #[derive(Debug, Clone, Default)]
-pub struct LocalFiles(Rc<RefCell<BTreeMap<String, Vec<u8>>>>);
+pub struct LocalFiles(Rc<RefCell<BTreeMap<BlobRef, Vec<u8>>>>);
 
 impl LocalFiles {
     /// An empty folder.
@@ -150,27 +151,29 @@ impl LocalFiles {
 
     /// Writes (or replaces) the blob's file.
     pub fn put(&self, blob: &BlobRef, bytes: &[u8]) {
-        self.0.borrow_mut().insert(blob.path(), bytes.to_vec());
+        self.0.borrow_mut().insert(blob.clone(), bytes.to_vec());
     }
 
     /// The blob's bytes, if the file exists.
     pub fn get(&self, blob: &BlobRef) -> Option<Vec<u8>> {
-        self.0.borrow().get(&blob.path()).cloned()
+        self.0.borrow().get(blob).cloned()
     }
 
     /// Is the blob's file present?
     pub fn contains(&self, blob: &BlobRef) -> bool {
-        self.0.borrow().contains_key(&blob.path())
+        self.0.borrow().contains_key(blob)
     }
 
     /// Deletes the blob's file; true if it existed.
     pub fn remove(&self, blob: &BlobRef) -> bool {
-        self.0.borrow_mut().remove(&blob.path()).is_some()
+        self.0.borrow_mut().remove(blob).is_some()
     }
 
     /// Every file path, sorted.
     pub fn paths(&self) -> Vec<String> {
-        self.0.borrow().keys().cloned().collect()
+        // Sorted by hash then extension is sorted by path: the path is the
+        // hash's first two digits, a slash, the hash and the extension.
+        self.0.borrow().keys().map(BlobRef::path).collect()
     }
 
     /// Number of files.
