@@ -30,8 +30,10 @@ pub mod trace;
 
 pub use choices::Choices;
 pub use scenario::{Config, Engine, Engines, Outcome, Profile, run};
+pub use trace::TraceMode;
 
-/// Tunes glibc's allocator for many short scenarios in one process: freed
+/// Tunes glibc's allocator for many short scenarios in one process (the
+/// test suite's; the `davsync-sim` binary allocates with mimalloc): freed
 /// memory stays in the process instead of going back to the kernel at every
 /// connection close. Each scenario opens dozens of in-memory SQLite
 /// databases; with glibc's defaults each open grows the heap, each close
@@ -49,6 +51,6 @@ pub fn tune_allocator() {
 }
 
 /// Runs the scenario of `seed`.
-pub fn run_seed(engines: &mut Engines, cfg: &Config, seed: u64, keep_trace: bool) -> anyhow::Result<Outcome> {
-    run(engines, cfg, seed, Choices::seeded(seed), keep_trace)
+pub fn run_seed(engines: &mut Engines, cfg: &Config, seed: u64, trace: TraceMode) -> anyhow::Result<Outcome> {
+    run(engines, cfg, seed, Choices::seeded(seed), trace)
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use davsync_sim::{Config, Engine, Engines, Profile, run_seed};
+use davsync_sim::{Config, Engine, Engines, Profile, TraceMode, run_seed};
 
 #[derive(Parser)]
 #[command(name = "davsync-sim", about = "Deterministic multi-instance simulator for davsync")]
@@ -108,8 +108,8 @@ fn value_name(v: &impl clap::ValueEnum) -> String {
     v.to_possible_value().map(|p| p.get_name().to_owned()).unwrap_or_default()
 }
 
-/// Rust's allocations go to mimalloc (see `Cargo.toml`); SQLite's still go
-/// to glibc, tuned by `tune_allocator`.
+/// Rust's allocations go to mimalloc, and so do SQLite's: its `override`
+/// feature replaces malloc/free in this binary (see `Cargo.toml`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -125,16 +125,15 @@ fn main() -> ExitCode {
 }
 
 fn run_cli() -> Result<bool> {
-    davsync_sim::tune_allocator();
     match Cli::parse().command {
         Command::Run { seeds, jobs, scenario } => run_many(&seeds, jobs, &scenario),
         Command::Replay { seed, scenario } => {
             let mut engines = Engines::new(scenario.engine);
-            let outcome = run_seed(&mut engines, &scenario.config(), seed, true)?;
+            let outcome = run_seed(&mut engines, &scenario.config(), seed, TraceMode::Lines)?;
             for line in outcome.trace.unwrap_or_default() {
                 println!("{line}");
             }
-            println!("trace hash {}", outcome.trace_hash);
+            println!("trace hash {}", outcome.trace_hash.unwrap_or_default());
             Ok(outcome.failure.is_none())
         }
     }
@@ -167,7 +166,8 @@ fn run_many(seeds: &str, jobs: Option<usize>, scenario: &ScenarioArgs) -> Result
                     if seed >= end {
                         return Ok(());
                     }
-                    let outcome = run_seed(&mut engines, &cfg, seed, false)?;
+                    // Only the failures are reported: the trace is not needed.
+                    let outcome = run_seed(&mut engines, &cfg, seed, TraceMode::Off)?;
                     ops.fetch_add(u64::from(outcome.ops), Ordering::Relaxed);
                     if let Some(f) = outcome.failure {
                         failures.lock().unwrap_or_else(|e| e.into_inner()).push((seed, f));

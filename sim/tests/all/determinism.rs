@@ -1,9 +1,11 @@
 //! Same seed, same trace: run twice, and run on both engines.
 
-use davsync_sim::{Config, Engine, Engines, Outcome, run_seed};
+use davsync_sim::{Config, Engine, Engines, Outcome, TraceMode, run_seed};
 
 fn outcome(engines: &mut Engines, cfg: &Config, seed: u64) -> Outcome {
-    run_seed(engines, cfg, seed, true).expect("engine starts")
+    let outcome = run_seed(engines, cfg, seed, TraceMode::Lines).expect("engine starts");
+    assert!(outcome.trace_hash.is_some(), "seed {seed}: no trace hash");
+    outcome
 }
 
 #[test]

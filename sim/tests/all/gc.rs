@@ -3,7 +3,7 @@
 //! live row's blob present and hash-correct, convergence. Quiescence ends
 //! with a gc of no grace before the final checks.
 
-use davsync_sim::{Config, Engine, Engines, Profile, run_seed};
+use davsync_sim::{Config, Engine, Engines, Profile, TraceMode, run_seed};
 
 fn gc_sweep(engine: Engine, profile: Profile, seeds: std::ops::Range<u64>) {
     let limit = std::env::var("DAVSYNC_SIM_SEEDS").ok().and_then(|v| v.parse::<u64>().ok());
@@ -13,7 +13,7 @@ fn gc_sweep(engine: Engine, profile: Profile, seeds: std::ops::Range<u64>) {
     let failed: Vec<String> = seeds
         .clone()
         .filter_map(|seed| {
-            let outcome = run_seed(&mut engines, &cfg, seed, false).expect("engine starts");
+            let outcome = run_seed(&mut engines, &cfg, seed, TraceMode::Off).expect("engine starts");
             outcome.failure.map(|why| {
                 format!("seed {seed}: {why}\n  replay: davsync-sim replay --seed {seed} --profile {profile:?} --gc")
             })

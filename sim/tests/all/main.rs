@@ -8,7 +8,7 @@ mod pinned;
 mod props;
 mod seeds;
 
-use davsync_sim::{Config, Engine, Engines, Profile, run_seed};
+use davsync_sim::{Config, Engine, Engines, Profile, TraceMode, run_seed};
 
 /// Runs `seeds` on `engine` and fails with every failing seed's replay line.
 /// `DAVSYNC_SIM_SEEDS=n` runs only the first `n` of each range (a quick run,
@@ -21,7 +21,7 @@ pub fn sweep(engine: Engine, profile: Profile, seeds: std::ops::Range<u64>) {
     let mut engines = Engines::new(engine);
     let mut failed = Vec::new();
     for seed in seeds.clone() {
-        let outcome = run_seed(&mut engines, &cfg, seed, false).expect("engine starts");
+        let outcome = run_seed(&mut engines, &cfg, seed, TraceMode::Off).expect("engine starts");
         if let Some(why) = outcome.failure {
             failed.push(format!(
                 "seed {seed}: {why}\n  replay: davsync-sim replay --seed {seed} --engine {engine:?} --profile {profile:?}"

@@ -1,9 +1,9 @@
 //! Every bug the simulator found, kept as the seed that found it.
 
-use davsync_sim::{Config, Engine, Engines, Outcome, Profile, run_seed};
+use davsync_sim::{Config, Engine, Engines, Outcome, Profile, TraceMode, run_seed};
 
 fn replay(cfg: &Config, seed: u64) -> Outcome {
-    run_seed(&mut Engines::new(Engine::Native), cfg, seed, true).expect("engine starts")
+    run_seed(&mut Engines::new(Engine::Native), cfg, seed, TraceMode::Lines).expect("engine starts")
 }
 
 fn assert_passes(cfg: &Config, seed: u64) {

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use davsync_sim::{Choices, Config, Engine, Engines, Profile, run};
+use davsync_sim::{Choices, Config, Engine, Engines, Profile, TraceMode, run};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
 
@@ -23,8 +23,8 @@ fn generated_scenarios_keep_every_invariant() {
     let mut runner = TestRunner::new_with_rng(config, rng);
     let result = runner.run(&scenario(), |(instances, profile, decisions)| {
         let cfg = Config { instances, profile, steps: 80, ..Config::default() };
-        let outcome =
-            run(&mut engines.borrow_mut(), &cfg, 0, Choices::list(decisions), false).expect("engine");
+        let outcome = run(&mut engines.borrow_mut(), &cfg, 0, Choices::list(decisions), TraceMode::Off)
+            .expect("engine");
         prop_assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
         Ok(())
     });
@@ -38,11 +38,12 @@ fn a_list_of_decisions_is_a_replayable_scenario() {
     let mut engines = Engines::new(Engine::Native);
     let cfg = Config::default();
     let decisions: Vec<u32> = (0..300u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
-    let a = run(&mut engines, &cfg, 0, Choices::list(decisions.clone()), true).unwrap();
-    let b = run(&mut engines, &cfg, 0, Choices::list(decisions), true).unwrap();
+    let a = run(&mut engines, &cfg, 0, Choices::list(decisions.clone()), TraceMode::Hash).unwrap();
+    let b = run(&mut engines, &cfg, 0, Choices::list(decisions), TraceMode::Hash).unwrap();
+    assert!(a.trace_hash.is_some());
     assert_eq!(a.trace_hash, b.trace_hash);
     assert!(a.calls > 0, "the decisions started no engine call");
     // An empty list is the empty scenario: it still quiesces and checks.
-    let empty = run(&mut engines, &cfg, 0, Choices::list(Vec::new()), true).unwrap();
+    let empty = run(&mut engines, &cfg, 0, Choices::list(Vec::new()), TraceMode::Off).unwrap();
     assert!(empty.failure.is_none(), "{:?}", empty.failure);
 }
