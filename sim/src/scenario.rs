@@ -1421,8 +1421,8 @@ impl<'e> Sim<'e> {
 
     /// The remote's whole state: `metadata.db` and the commits after it.
     fn remote_state(&mut self) -> Result<Option<State>, String> {
-        let remote = &self.remote;
-        self.states.read(|p| remote.read(p)).map_err(|e| format!("remote state: {e}"))
+        let server = self.remote.server();
+        self.states.read(|path| server.bytes(path)).map_err(|e| format!("remote state: {e}"))
     }
 }
 

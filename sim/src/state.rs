@@ -50,14 +50,14 @@ pub struct StateReader {
 }
 
 impl StateReader {
-    /// The state of the remote whose files `read` returns; `None` without a
+    /// The state of the remote whose files `file` lends; `None` without a
     /// `metadata.db`. Errors name the file that does not fit.
-    pub fn read(&mut self, read: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Option<State>, String> {
-        let head = match read(VERSION_TXT) {
-            Some(bytes) => Some(Head::parse(&bytes).map_err(|e| format!("version.txt: {e:?}"))?),
+    pub fn read<'f>(&mut self, file: impl Fn(&str) -> Option<&'f [u8]>) -> Result<Option<State>, String> {
+        let head = match file(VERSION_TXT) {
+            Some(bytes) => Some(Head::parse(bytes).map_err(|e| format!("version.txt: {e:?}"))?),
             None => None,
         };
-        let Some(bytes) = read(METADATA_DB) else { return Ok(None) };
+        let Some(bytes) = file(METADATA_DB) else { return Ok(None) };
         let checkpoint = self.checkpoint(bytes)?;
         let mut state = State {
             version: head.as_ref().map_or(checkpoint.version, |h| h.version),
@@ -71,20 +71,22 @@ impl StateReader {
             state.commit = h.commit.clone().or(state.commit);
         }
         let at = (checkpoint.version, checkpoint.epoch.as_str(), checkpoint.commit.as_deref());
-        for file in history::tail_after(state.head.as_ref(), at, read)? {
-            state.rows_version = file.version;
-            state.rows.extend(file.rows.into_iter().map(|r| (r.stable_id.clone(), r)));
+        for change in history::tail_after(state.head.as_ref(), at, |path| file(path).map(<[u8]>::to_vec))? {
+            state.rows_version = change.version;
+            state.rows.extend(change.rows.into_iter().map(|r| (r.stable_id.clone(), r)));
         }
         Ok(Some(state))
     }
 
-    fn checkpoint(&mut self, bytes: Vec<u8>) -> Result<Arc<Checkpoint>, String> {
+    /// `metadata.db` decoded, or as last time when `bytes` are the same
+    /// (compared in place: most checks find the same checkpoint).
+    fn checkpoint(&mut self, bytes: &[u8]) -> Result<Arc<Checkpoint>, String> {
         if let Some((known, checkpoint)) = &self.last
-            && *known == bytes
+            && known.as_slice() == bytes
         {
             return Ok(checkpoint.clone());
         }
-        let db = RemoteDb::from_bytes(&bytes).map_err(|e| format!("metadata.db: {e}"))?;
+        let db = RemoteDb::from_bytes(bytes).map_err(|e| format!("metadata.db: {e}"))?;
         let rows = db.rows_changed_since(0).map_err(|e| format!("metadata.db: {e}"))?;
         let checkpoint = Arc::new(Checkpoint {
             version: db.version(),
@@ -92,7 +94,7 @@ impl StateReader {
             commit: db.commit_id().map(str::to_owned),
             rows: rows.into_iter().map(|r| (r.stable_id.clone(), r)).collect(),
         });
-        self.last = Some((bytes, checkpoint.clone()));
+        self.last = Some((bytes.to_vec(), checkpoint.clone()));
         Ok(checkpoint)
     }
 }

@@ -515,7 +515,12 @@ impl MemServer {
 
     /// A file's bytes.
     pub fn read(&self, path: &str) -> Option<Vec<u8>> {
-        self.files.get(path).map(|e| e.bytes.clone())
+        self.bytes(path).map(<[u8]>::to_vec)
+    }
+
+    /// A file's bytes, borrowed (for checks that read without copying).
+    pub fn bytes(&self, path: &str) -> Option<&[u8]> {
+        self.files.get(path).map(|e| e.bytes.as_slice())
     }
 
     /// Is there a file or collection at `path`? (The root always exists.)
