@@ -282,6 +282,9 @@ impl<'e> Sim<'e> {
         let world_ms = Arc::new(AtomicI64::new(T0_MS));
         let profile = cfg.profile.server(seed);
         let remote = MemRemote::new(profile, world.clone());
+        // The trace records every request; the server's own log would be a
+        // second copy nobody reads.
+        remote.server_mut().keep_op_log(false);
         let mut trace = Trace::new(mode);
         trace.line(format_args!(
             "seed {seed}: {} instances, server {profile:?}, {} steps",

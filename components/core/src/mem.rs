@@ -474,7 +474,11 @@ pub struct MemServer {
     /// or removed (not when a child is overwritten in place).
     collections: BTreeMap<String, i64>,
     etag_counter: u64,
-    log: Vec<String>,
+    /// Requests handled.
+    ops: usize,
+    /// One line per request handled, unless turned off
+    /// ([`MemServer::keep_op_log`]).
+    log: Option<Vec<String>>,
     /// Paths with a PUT in flight ([`ServerProfile::LocksWhileWriting`]).
     writing: BTreeSet<String>,
 }
@@ -488,7 +492,8 @@ impl MemServer {
             files: BTreeMap::new(),
             collections: BTreeMap::new(),
             etag_counter: 0,
-            log: Vec::new(),
+            ops: 0,
+            log: Some(Vec::new()),
             writing: BTreeSet::new(),
         }
     }
@@ -563,13 +568,24 @@ impl MemServer {
     /// Number of requests handled (faulted requests that never arrived are
     /// not counted).
     pub fn op_count(&self) -> usize {
-        self.log.len()
+        self.ops
     }
 
     /// One line per request handled: `"METHOD path"` (`"MOVE from to"`;
-    /// `stat` is `PROPFIND`).
+    /// `stat` is `PROPFIND`). Empty once [`MemServer::keep_op_log`] turned
+    /// it off.
     pub fn op_log(&self) -> &[String] {
-        &self.log
+        self.log.as_deref().unwrap_or_default()
+    }
+
+    /// Keeps the request log (the default), or stops keeping it (and
+    /// drops it): a run of many scenarios reads only [`MemServer::op_count`].
+    pub fn keep_op_log(&mut self, keep: bool) {
+        match (keep, &self.log) {
+            (true, None) => self.log = Some(Vec::new()),
+            (false, Some(_)) => self.log = None,
+            _ => {}
+        }
     }
 
     /// A PUT to `path` starts arriving: until [`MemServer::end_write`], the
@@ -679,8 +695,13 @@ impl MemServer {
         self.touch_parent(to);
     }
 
-    fn record(&mut self, line: String) {
-        self.log.push(line);
+    /// Counts a request, and logs it as `line` (formatted only when the
+    /// log is kept).
+    fn record(&mut self, line: std::fmt::Arguments<'_>) {
+        self.ops += 1;
+        if let Some(log) = &mut self.log {
+            log.push(line.to_string());
+        }
     }
 }
 
@@ -716,7 +737,7 @@ fn not_allowed(what: &str, path: &str) -> RemoteError {
 
 impl RemoteTransport for MemServer {
     fn get(&mut self, path: &str, bytes_max: u64) -> Result<Fetched, RemoteError> {
-        self.record(format!("GET {path}"));
+        self.record(format_args!("GET {path}"));
         check_path(path)?;
         self.check_unlocked(&[path])?;
         if self.collections.contains_key(path) {
@@ -735,7 +756,7 @@ impl RemoteTransport for MemServer {
         bytes: &[u8],
         condition: &Precondition,
     ) -> Result<Option<String>, RemoteError> {
-        self.record(format!("PUT {path}"));
+        self.record(format_args!("PUT {path}"));
         check_path(path)?;
         self.check_unlocked(&[path])?;
         if self.collections.contains_key(path) {
@@ -752,14 +773,14 @@ impl RemoteTransport for MemServer {
     }
 
     fn delete(&mut self, path: &str) -> Result<(), RemoteError> {
-        self.record(format!("DELETE {path}"));
+        self.record(format_args!("DELETE {path}"));
         check_path(path)?;
         self.check_unlocked(&[path])?;
         if self.remove_tree(path) { Ok(()) } else { Err(RemoteError::NotFound) }
     }
 
     fn mkcol(&mut self, path: &str) -> Result<(), RemoteError> {
-        self.record(format!("MKCOL {path}"));
+        self.record(format_args!("MKCOL {path}"));
         check_path(path)?;
         if self.profile == ServerProfile::IgnoresConditionals && self.collections.contains_key(path) {
             return Ok(());
@@ -777,7 +798,7 @@ impl RemoteTransport for MemServer {
     }
 
     fn move_to(&mut self, from: &str, to: &str, overwrite: bool) -> Result<(), RemoteError> {
-        self.record(format!("MOVE {from} {to}"));
+        self.record(format_args!("MOVE {from} {to}"));
         check_path(from)?;
         check_path(to)?;
         self.check_unlocked(&[from, to])?;
@@ -802,7 +823,7 @@ impl RemoteTransport for MemServer {
     }
 
     fn stat(&mut self, path: &str) -> Result<Option<RemoteStat>, RemoteError> {
-        self.record(format!("PROPFIND {path}"));
+        self.record(format_args!("PROPFIND {path}"));
         if path.is_empty() {
             return Ok(Some(collection_stat(None)));
         }
@@ -819,7 +840,7 @@ impl RemoteTransport for MemServer {
     }
 
     fn list(&mut self, path: &str) -> Result<Option<Vec<RemoteEntry>>, RemoteError> {
-        self.record(format!("PROPFIND1 {path}"));
+        self.record(format_args!("PROPFIND1 {path}"));
         if !path.is_empty() {
             check_path(path)?;
             if self.files.contains_key(path) {
@@ -1579,6 +1600,21 @@ mod tests {
         assert_eq!(remote.op_count(), 0);
         c.mkcol("l").unwrap();
         assert_eq!(remote.op_log(), vec!["MKCOL l".to_string()]);
+    }
+
+    #[test]
+    fn without_the_request_log_requests_are_still_counted() {
+        let (_, remote, mut c) = setup(ServerProfile::Strict);
+        c.mkcol("a").unwrap();
+        remote.server_mut().keep_op_log(false);
+        c.mkcol("b").unwrap();
+        c.put("b/x", b"1", &Precondition::None).unwrap();
+        assert_eq!(remote.op_count(), 3);
+        assert!(remote.op_log().is_empty(), "the log is dropped");
+        remote.server_mut().keep_op_log(true);
+        c.delete("b/x").unwrap();
+        assert_eq!(remote.op_log(), vec!["DELETE b/x".to_string()]);
+        assert_eq!(remote.op_count(), 4);
     }
 
     #[test]
