@@ -64,6 +64,9 @@ const SYNC_COLUMNS: [&str; 3] = ["key", "value", "updated_at"];
 /// build's bound-parameter limit.
 const CHUNK: usize = 500;
 
+/// Up to this many ids, [`RemoteDb::rows`] looks each one up.
+const FEW_IDS: usize = 16;
+
 /// A failure to open, read or update the remote `metadata.db`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -319,6 +322,18 @@ impl RemoteDb {
     pub fn rows(&self, stable_ids: &[String]) -> Result<Vec<RemoteRow>, RemoteDbError> {
         let mut seen = HashSet::new();
         let ids: Vec<&str> = stable_ids.iter().map(String::as_str).filter(|id| seen.insert(*id)).collect();
+        // A few ids (a sync with a few changes): one lookup each, by a
+        // statement prepared once per connection; an `IN` list costs a new
+        // statement per length, more to prepare than the rows it reads.
+        if ids.len() <= FEW_IDS {
+            let mut stmt = self.conn.prepare_cached(select_one()).map_err(sql_err)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                collect_rows(&mut stmt, &[id], &mut out)?;
+            }
+            out.sort_by(|a, b| a.stable_id.cmp(&b.stable_id));
+            return Ok(out);
+        }
         let select_in =
             |n: usize| format!("{} WHERE stable_id IN ({})", select_all(), vec!["?"; n].join(","));
         // Every chunk but the last has the same size: prepare that one once.
@@ -456,6 +471,12 @@ impl Merge<'_, '_> {
 
 fn select_all() -> String {
     format!("SELECT {} FROM file_metadata", COLUMNS.join(", "))
+}
+
+/// [`select_all`] of one row, by `stable_id`.
+fn select_one() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| format!("{} WHERE stable_id = ?1", select_all()))
 }
 
 fn upsert_sql() -> &'static str {
@@ -1000,6 +1021,13 @@ mod tests {
         wanted.push("missing".into());
         assert_eq!(big.rows(&wanted).unwrap(), many);
         assert!(big.rows(&[]).unwrap().is_empty());
+        // Around the switch from one lookup per id to `IN` lists, with a
+        // duplicate and a missing id each time: the same answer.
+        for n in [FEW_IDS - 1, FEW_IDS, FEW_IDS + 1] {
+            let mut some: Vec<String> = wanted[..n].iter().rev().cloned().collect();
+            some.extend([wanted[0].clone(), "missing".to_owned()]);
+            assert_eq!(big.rows(&some).unwrap(), many[..n], "{n} ids");
+        }
     }
 
     #[test]
