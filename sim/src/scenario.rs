@@ -475,12 +475,8 @@ impl<'e> Sim<'e> {
                 let steps = self.choices.range(5, 40) as u64;
                 let ms = self.choices.range(150_000, 600_000) as u64;
                 self.frozen_until[i] = self.step + steps;
-                let at = self.nodes[i]
-                    .busy
-                    .as_ref()
-                    .and_then(|b| b.pending.as_ref())
-                    .map(|op| OpText(op).to_string());
-                log!(self, "n{i} freezes before {} for {steps} steps; time +{ms} ms", at.unwrap_or_default());
+                let at = Optional(self.nodes[i].busy.as_ref().and_then(|b| b.pending.as_ref()).map(OpText));
+                log!(self, "n{i} freezes before {at} for {steps} steps; time +{ms} ms");
                 self.advance(ms);
                 Ok(())
             }
@@ -1143,14 +1139,13 @@ impl<'e> Sim<'e> {
     fn crash(&mut self, i: usize) -> Check {
         let node = &mut self.nodes[i];
         if let Some(busy) = node.busy.as_mut() {
-            let what = busy.pending.as_ref().map(|op| OpText(op).to_string()).unwrap_or_default();
             busy.crashed = true;
             node.life.kill();
             if let Some(path) = busy.writing.take() {
                 self.remote.server_mut().end_write(&path);
             }
             let pending = busy.pending.take().expect("a busy node waits at an op");
-            log!(self, "n{i} crashes at {what}");
+            log!(self, "n{i} crashes at {}", OpText(&pending));
             let t = self.nodes[i].client.server_time_ms();
             self.execs[i].answer(pending.crashed(), t);
             self.pump_dead(i)?;

@@ -581,10 +581,10 @@ impl MemServer {
     /// Keeps the request log (the default), or stops keeping it (and
     /// drops it): a run of many scenarios reads only [`MemServer::op_count`].
     pub fn keep_op_log(&mut self, keep: bool) {
-        match (keep, &self.log) {
-            (true, None) => self.log = Some(Vec::new()),
-            (false, Some(_)) => self.log = None,
-            _ => {}
+        if keep {
+            self.log.get_or_insert_with(Vec::new);
+        } else {
+            self.log = None;
         }
     }
 

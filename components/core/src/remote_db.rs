@@ -322,33 +322,31 @@ impl RemoteDb {
     pub fn rows(&self, stable_ids: &[String]) -> Result<Vec<RemoteRow>, RemoteDbError> {
         let mut seen = HashSet::new();
         let ids: Vec<&str> = stable_ids.iter().map(String::as_str).filter(|id| seen.insert(*id)).collect();
-        // A few ids (a sync with a few changes): one lookup each, by a
-        // statement prepared once per connection; an `IN` list costs a new
-        // statement per length, more to prepare than the rows it reads.
+        let mut out = Vec::with_capacity(ids.len());
         if ids.len() <= FEW_IDS {
+            // A few ids (a sync with a few changes): one lookup each, by a
+            // statement prepared once per connection; an `IN` list costs a
+            // new statement per length, more to prepare than the rows it reads.
             let mut stmt = self.conn.prepare_cached(select_one()).map_err(sql_err)?;
-            let mut out = Vec::with_capacity(ids.len());
             for id in &ids {
                 collect_rows(&mut stmt, &[id], &mut out)?;
             }
-            out.sort_by(|a, b| a.stable_id.cmp(&b.stable_id));
-            return Ok(out);
-        }
-        let select_in =
-            |n: usize| format!("{} WHERE stable_id IN ({})", select_all(), vec!["?"; n].join(","));
-        // Every chunk but the last has the same size: prepare that one once.
-        let mut full = if ids.len() >= CHUNK {
-            Some(self.conn.prepare(&select_in(CHUNK)).map_err(sql_err)?)
         } else {
-            None
-        };
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            match full.as_mut().filter(|_| chunk.len() == CHUNK) {
-                Some(stmt) => collect_rows(stmt, chunk, &mut out)?,
-                None => {
-                    let mut stmt = self.conn.prepare(&select_in(chunk.len())).map_err(sql_err)?;
-                    collect_rows(&mut stmt, chunk, &mut out)?;
+            let select_in =
+                |n: usize| format!("{} WHERE stable_id IN ({})", select_all(), vec!["?"; n].join(","));
+            // Every chunk but the last has the same size: prepare that one once.
+            let mut full = if ids.len() >= CHUNK {
+                Some(self.conn.prepare(&select_in(CHUNK)).map_err(sql_err)?)
+            } else {
+                None
+            };
+            for chunk in ids.chunks(CHUNK) {
+                match full.as_mut().filter(|_| chunk.len() == CHUNK) {
+                    Some(stmt) => collect_rows(stmt, chunk, &mut out)?,
+                    None => {
+                        let mut stmt = self.conn.prepare(&select_in(chunk.len())).map_err(sql_err)?;
+                        collect_rows(&mut stmt, chunk, &mut out)?;
+                    }
                 }
             }
         }
