@@ -9,6 +9,7 @@
 //! row is validated when it is read.
 
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
@@ -102,13 +103,85 @@ fn corrupt(e: rusqlite::Error) -> RemoteDbError {
 }
 
 /// An in-memory connection for a remote database, set up before anything
-/// reads its (untrusted) schema.
+/// reads its (untrusted) schema: the one a dropped [`RemoteDb`] left idle on
+/// this thread ([`Pooled`]), or a new one.
 fn open_connection() -> Result<Connection, RemoteDbError> {
+    if let Some(conn) = IDLE.with_borrow_mut(Vec::pop) {
+        return Ok(conn);
+    }
     let conn = Connection::open_in_memory().map_err(sql_err)?;
     // Functions in a hostile schema (defaults, indexes, CHECKs) may then only
     // be innocuous ones. (`PRAGMA trusted_schema = OFF`, without parsing SQL.)
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false).map_err(sql_err)?;
     Ok(conn)
+}
+
+thread_local! {
+    /// The connections of the last small [`RemoteDb`]s this thread dropped.
+    static IDLE: RefCell<Vec<Connection>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A [`RemoteDb`] whose buffer holds at most this many bytes leaves its
+/// connection idle for the next one ([`Pooled`]); a larger one frees it.
+const IDLE_BYTES_MAX: usize = 1 << 20;
+
+/// At most this many idle connections per thread.
+const IDLE_MAX: usize = 4;
+
+/// A [`RemoteDb`]'s connection, left idle on its thread when the database is
+/// dropped, if small, for the next one to use.
+///
+/// Setting up a connection is about a fifth of what opening a small remote
+/// costs: SQLite registers its built-in extensions, and the first
+/// `sqlite3_deserialize` (an `ATTACH`) loads the schema of the empty
+/// database it then replaces. A reused one has neither left to do.
+/// Deserializing replaces its database, schema and per-database settings
+/// included; the connection's own settings (`trusted_schema` off) stay; its
+/// cached statements are dropped before it is kept. Only a connection at
+/// rest is kept (no open transaction), and only one whose database passed
+/// [`RemoteDb::from_bytes`]' checks or was made by [`RemoteDb::create`]: a
+/// refused database's connection is dropped with the error.
+#[derive(Debug)]
+struct Pooled {
+    conn: Option<Connection>,
+    /// The bytes its buffer was last given ([`deserialize_with_room`]'s
+    /// length plus room); SQLite grows it to at most twice what it needs.
+    given: usize,
+}
+
+impl Pooled {
+    fn new(conn: Connection, given: usize) -> Pooled {
+        Pooled { conn: Some(conn), given }
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("a pooled connection is taken only when dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("a pooled connection is taken only when dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else { return };
+        let small = self.given <= IDLE_BYTES_MAX
+            && conn.serialize(MAIN_DB).is_ok_and(|bytes| bytes.len() <= IDLE_BYTES_MAX);
+        if small && conn.is_autocommit() {
+            conn.flush_prepared_statement_cache();
+            IDLE.with_borrow_mut(|idle| {
+                if idle.len() < IDLE_MAX {
+                    idle.push(conn);
+                }
+            });
+        }
+    }
 }
 
 /// Makes `pieces` (one database's bytes, in order) the connection's main
@@ -171,7 +244,7 @@ pub struct RemoteDbStats {
 /// (`version`) and `epoch` read and checked once at open.
 #[derive(Debug)]
 pub struct RemoteDb {
-    conn: Connection,
+    conn: Pooled,
     version: i64,
     epoch: String,
     /// The id of the commit `version` is (schema 2; none before that).
@@ -217,6 +290,7 @@ impl RemoteDb {
             params![epoch, Self::SCHEMA_VERSION.to_string()],
         )
         .map_err(sql_err)?;
+        let conn = Pooled::new(conn, empty.len());
         Ok(RemoteDb { conn, version: 0, epoch: epoch.to_owned(), commit: None })
     }
 
@@ -250,6 +324,7 @@ impl RemoteDb {
         check_table(&conn, "sync_metadata", &SYNC_COLUMNS, "key")?;
         let (version, epoch, commit) = read_counters(&conn)?;
         check_row_versions(&conn, version)?;
+        let conn = Pooled::new(conn, bytes.len().saturating_add(room));
         Ok(RemoteDb { conn, version, epoch, commit })
     }
 
@@ -259,6 +334,7 @@ impl RemoteDb {
     /// it was made.
     pub fn reserve(&mut self, room: usize) -> Result<(), RemoteDbError> {
         let bytes = self.bytes()?.to_vec();
+        self.conn.given = bytes.len().saturating_add(room);
         deserialize_with_room(&mut self.conn, &[&bytes], room).map_err(sql_err)
     }
 
@@ -1155,4 +1231,81 @@ mod tests {
         assert_eq!(db.rows(&ids(&["a"])).unwrap().len(), 1);
     }
 
+    fn idle_connections() -> usize {
+        IDLE.with_borrow(Vec::len)
+    }
+
+    fn no_idle_connections() {
+        IDLE.with_borrow_mut(Vec::clear);
+    }
+
+    #[test]
+    fn a_dropped_small_database_leaves_its_connection_to_the_next_one() {
+        let bytes = sample();
+        no_idle_connections();
+        let db = RemoteDb::from_bytes(&bytes).unwrap();
+        drop(db);
+        assert_eq!(idle_connections(), 1);
+        let db = RemoteDb::from_bytes(&bytes).unwrap();
+        assert_eq!(idle_connections(), 0, "the next database takes it");
+        let other = RemoteDb::create("e2").unwrap();
+        drop((db, other));
+        assert_eq!(idle_connections(), 2);
+        let dbs: Vec<RemoteDb> = (0..IDLE_MAX + 1).map(|_| RemoteDb::from_bytes(&bytes).unwrap()).collect();
+        drop(dbs);
+        assert_eq!(idle_connections(), IDLE_MAX, "at most {IDLE_MAX} stay idle");
+    }
+
+    #[test]
+    fn a_reused_connection_holds_only_the_new_database() {
+        // A database with another table, a row `z`, and statements cached.
+        let mut first = RemoteDb::from_bytes(&tamper(&sample(), "CREATE TABLE extra (x);")).unwrap();
+        first.commit(&[row("z", 2)], 2, "now").unwrap();
+        assert_eq!(first.rows(&ids(&["z"])).unwrap().len(), 1);
+        let bytes = sample();
+        no_idle_connections();
+        drop(first);
+        assert_eq!(idle_connections(), 1);
+        let db = RemoteDb::from_bytes(&bytes).unwrap();
+        assert_eq!(idle_connections(), 0, "reused");
+        assert_eq!((db.version(), db.epoch()), (1, "epoch-1"));
+        assert!(db.rows(&ids(&["z"])).unwrap().is_empty());
+        assert_eq!(db.rows(&ids(&["a", "b", "c"])).unwrap().len(), 3);
+        let extra: i64 = db
+            .conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'extra'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(extra, 0);
+        let trusted: i64 = db.conn.query_row("PRAGMA trusted_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(trusted, 0, "the connection's settings hold");
+    }
+
+    #[test]
+    fn a_large_or_refused_database_leaves_no_connection() {
+        let good = sample();
+        let hostile = tamper(&good, "CREATE VIEW v AS SELECT 1;");
+        no_idle_connections();
+        // Room past the bound (the buffer may come to hold it).
+        drop(RemoteDb::from_bytes_with_room(&good, IDLE_BYTES_MAX + 1).unwrap());
+        assert_eq!(idle_connections(), 0);
+        // A database grown past the bound by its commits.
+        let mut db = RemoteDb::create("e1").unwrap();
+        let big = "x".repeat(4000);
+        let rows: Vec<RemoteRow> = (0..400)
+            .map(|i| {
+                let mut r = row(&format!("r{i}"), 1);
+                r.meta.label = Some(big.clone());
+                r
+            })
+            .collect();
+        db.commit(&rows, 1, "now").unwrap();
+        assert!(db.bytes().unwrap().len() > IDLE_BYTES_MAX);
+        drop(db);
+        assert_eq!(idle_connections(), 0);
+        // A refused database's connection (it read that schema) is dropped.
+        drop(RemoteDb::from_bytes(&good).unwrap());
+        assert_eq!(idle_connections(), 1);
+        assert!(RemoteDb::from_bytes(&hostile).is_err());
+        assert_eq!(idle_connections(), 0);
+    }
 }
