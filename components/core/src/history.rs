@@ -294,25 +294,28 @@ pub(crate) fn walk_back(
     stop: (i64, Option<&str>),
     bytes_max: u64,
 ) -> Result<Walk, SyncError> {
-    walk_chain(head, stop, SyncError::RemoteCorrupt, |path| {
-        match session.call(io, |io| io.remote.get(path, bytes_max)) {
-            Ok(f) => Ok(Some(f.bytes)),
-            Err(RemoteError::NotFound) => Ok(None),
+    walk_chain(head, stop, |path, version, id, epoch| {
+        let body = match session.call(io, |io| io.remote.get(path, bytes_max)) {
+            Ok(f) => f.bytes,
+            Err(RemoteError::NotFound) => return Ok(None),
             Err(RemoteError::TooLarge { bytes_max }) => {
-                Err(SyncError::RemoteCorrupt(format!("{path} is larger than {bytes_max} bytes")))
+                return Err(SyncError::RemoteCorrupt(format!("{path} is larger than {bytes_max} bytes")));
             }
-            Err(e) => Err(e.into()),
-        }
+            Err(e) => return Err(e.into()),
+        };
+        let file = ChangeFile::parse(&body, version, id, epoch)
+            .map_err(|why| SyncError::RemoteCorrupt(format!("{path} {why}")))?;
+        Ok(Some((file, body.len() as u64)))
     })
 }
 
-/// The walk itself, over any way to read a file (`get`: `None` when it is
-/// not there); `corrupt` makes the error for a change file that does not fit.
+/// The walk itself, over any way to get a change file, parsed and checked
+/// (`get(path, version, commit, epoch)`: the file and its size in bytes,
+/// `None` when it is not there).
 fn walk_chain<E>(
     head: &Head,
     stop: (i64, Option<&str>),
-    corrupt: impl Fn(String) -> E,
-    mut get: impl FnMut(&str) -> Result<Option<Vec<u8>>, E>,
+    mut get: impl FnMut(&str, i64, &str, &str) -> Result<Option<(ChangeFile, u64)>, E>,
 ) -> Result<Walk, E> {
     let (mut files, mut bytes) = (Vec::new(), 0);
     let (mut version, mut commit) = (head.version, head.commit.clone());
@@ -329,12 +332,10 @@ fn walk_chain<E>(
             return Ok(Walk::Off);
         };
         let path = ChangeFile::path(version, &id);
-        let Some(body) = get(&path)? else { return Ok(Walk::Missing(path)) };
-        let file =
-            ChangeFile::parse(&body, version, &id, &epoch).map_err(|why| corrupt(format!("{path} {why}")))?;
+        let Some((file, size)) = get(&path, version, &id, &epoch)? else { return Ok(Walk::Missing(path)) };
         version = file.parent_version;
         commit = file.parent_commit.clone();
-        bytes += body.len() as u64;
+        bytes += size;
         files.push(file);
     }
 }
@@ -358,11 +359,30 @@ pub fn tail_after(
     checkpoint: (i64, &str, Option<&str>),
     read: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<Vec<ChangeFile>, String> {
+    tail_after_parsed(head, checkpoint, |path, version, commit, epoch| {
+        let Some(body) = read(path) else { return Ok(None) };
+        ChangeFile::parse(&body, version, commit, epoch).map(Some).map_err(|why| format!("{path} {why}"))
+    })
+}
+
+/// [`tail_after`] over any way to get a change file already parsed:
+/// `get(path, version, commit, epoch)` answers `None` when the file is not
+/// there, or what [`ChangeFile::parse`] makes of its bytes (the error
+/// naming `path`). For a reader that walks the same history again and
+/// again and keeps what it parsed (the simulator's invariants).
+pub fn tail_after_parsed(
+    head: Option<&Head>,
+    checkpoint: (i64, &str, Option<&str>),
+    mut get: impl FnMut(&str, i64, &str, &str) -> Result<Option<ChangeFile>, String>,
+) -> Result<Vec<ChangeFile>, String> {
     let (version, epoch, commit) = checkpoint;
     let Some(h) = head.filter(|h| h.format >= 2 && h.epoch.as_deref() == Some(epoch)) else {
         return Ok(Vec::new());
     };
-    match walk_chain(h, (version, commit), |why| why, |path| Ok(read(path)))? {
+    let walk = walk_chain(h, (version, commit), |path, version, commit, epoch| {
+        Ok::<_, String>(get(path, version, commit, epoch)?.map(|file| (file, 0)))
+    })?;
+    match walk {
         Walk::Reached(files, _) => Ok(files),
         Walk::Off => Ok(Vec::new()),
         Walk::Missing(path) => Err(format!("{path} is missing")),
