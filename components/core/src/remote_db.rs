@@ -1050,6 +1050,20 @@ mod tests {
         assert_wrong_schema(&tamper(&good, trigger), "trigger \"t\"");
         assert_wrong_schema(&tamper(&good, "CREATE VIEW v AS SELECT 1;"), "view \"v\"");
         assert_wrong_schema(&tamper(&good, "CREATE VIRTUAL TABLE vt USING fts5(x);"), "vt");
+        // The trigger check reads the schema table's `type`: a trigger whose
+        // row says it is something else must not get past SQLite itself.
+        for kind in ["table", "index", "view"] {
+            let lie = format!(
+                "PRAGMA writable_schema = ON; INSERT INTO sqlite_master VALUES ('{kind}', 't', 'file_metadata', 0, \
+                 'CREATE TRIGGER t AFTER UPDATE ON file_metadata BEGIN DELETE FROM file_metadata; END');"
+            );
+            let refused = RemoteDb::from_bytes(&tamper(&good, &lie));
+            assert!(
+                matches!(refused, Err(RemoteDbError::Corrupt(_))),
+                "{kind}: {:?}",
+                refused.map(|d| d.version())
+            );
+        }
     }
 
     #[test]
