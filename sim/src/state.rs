@@ -4,9 +4,10 @@
 //! The invariants read it after every commit, so it must be cheap. A
 //! checkpoint is decoded (through [`RemoteDb`], with all its checks) once
 //! per distinct `metadata.db` and kept; the tail is applied to a copy of its
-//! rows in memory, each change file parsed once per distinct bytes. That is the same reading as [`history::read_state`], which
-//! a sync's own rules define (the tail only when `metadata.db` is on the
-//! chain from `version.txt`), without opening SQLite for every check.
+//! rows in memory, each change file parsed once per distinct bytes. That is
+//! the same reading as [`history::read_state`], which a sync's own rules
+//! define (the tail only when `metadata.db` is on the chain from
+//! `version.txt`), without opening SQLite for every check.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -175,7 +175,9 @@ impl Drop for Pooled {
             && conn.serialize(MAIN_DB).is_ok_and(|bytes| bytes.len() <= IDLE_BYTES_MAX);
         if small && conn.is_autocommit() {
             conn.flush_prepared_statement_cache();
-            IDLE.with_borrow_mut(|idle| {
+            // (Not kept when the thread is exiting: the list is gone then.)
+            let _ = IDLE.try_with(|idle| {
+                let mut idle = idle.borrow_mut();
                 if idle.len() < IDLE_MAX {
                     idle.push(conn);
                 }
