@@ -366,10 +366,6 @@ fn room_for(pushes: usize) -> usize {
     pushes.saturating_mul(1 << 10).saturating_add(256 << 10)
 }
 
-/// The pushes from which a new remote's first commit sizes its buffer
-/// ([`RemoteDb::reserve`]) instead of letting SQLite grow it.
-const RESERVE_MIN_PUSHES: usize = 512;
-
 /// One decided file, with what the sync needs to carry it out.
 // Plain pushes are most steps (all of a first sync): they stay inline, the
 // rarer and larger decisions are boxed.
@@ -575,15 +571,12 @@ fn attempt_once(
         if fetched.is_new
             && let View::Full(full) = &mut fetched.view
         {
-            // Sized now that the pushes are counted, and made after their
-            // record (~25 MB at 100,000 files) is written and freed: in the
-            // component the buffer then takes the memory the record used.
-            // A small first commit skips the copy: SQLite's own growth of
-            // the buffer then leaves less than a MiB behind.
+            // Made now (`create` only named it), sized now that the pushes
+            // are counted, and after their record (~25 MB at 100,000 files)
+            // is written and freed: in the component the buffer then takes
+            // the memory the record used. Nothing is copied.
             let pushes = steps.iter().filter(|s| s.pushes()).count();
-            if pushes >= RESERVE_MIN_PUSHES {
-                full.db.reserve(room_for(pushes))?;
-            }
+            full.db.reserve(room_for(pushes))?;
         }
         reporter.report(io, 90, Phase::Commit, &format!("committing version {new_version}"));
         let (left_out, changes) = merge_pushes(io, &mut fetched, &steps, new_version, &now_iso)?;

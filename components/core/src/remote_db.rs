@@ -116,6 +116,35 @@ fn open_connection() -> Result<Connection, RemoteDbError> {
     Ok(conn)
 }
 
+/// A new remote's database: the empty schema, in a resizable buffer with
+/// `room` spare bytes, and its counters (version 0, `epoch`, the current
+/// schema version).
+fn new_database(epoch: &str, room: usize) -> Result<Pooled, RemoteDbError> {
+    let mut conn = open_connection()?;
+    // The empty schema (a few pages) is built in memory once, then copied
+    // into a resizable buffer that every later write grows.
+    static EMPTY: OnceLock<Vec<u8>> = OnceLock::new();
+    let empty = match EMPTY.get() {
+        Some(empty) => empty,
+        None => {
+            let mut scratch = Connection::open_in_memory().map_err(sql_err)?;
+            scratch.execute_batch(SCHEMA).map_err(sql_err)?;
+            let empty = scratch.serialize(MAIN_DB).map_err(sql_err)?.to_vec();
+            EMPTY.get_or_init(|| empty)
+        }
+    };
+    deserialize_with_room(&mut conn, &[empty], room).map_err(sql_err)?;
+    // updated_at is NULL rather than CURRENT_TIMESTAMP: the core has no
+    // clock here, and SQLite's own would make the bytes nondeterministic.
+    conn.execute(
+        "INSERT INTO sync_metadata (key, value, updated_at)
+         VALUES ('version', '0', NULL), ('epoch', ?1, NULL), ('schema_version', ?2, NULL)",
+        params![epoch, RemoteDb::SCHEMA_VERSION.to_string()],
+    )
+    .map_err(sql_err)?;
+    Ok(Pooled::new(conn, empty.len().saturating_add(room)))
+}
+
 thread_local! {
     /// The connections of the last small [`RemoteDb`]s this thread dropped.
     static IDLE: RefCell<Vec<Connection>> = const { RefCell::new(Vec::new()) };
@@ -246,7 +275,10 @@ pub struct RemoteDbStats {
 /// (`version`) and `epoch` read and checked once at open.
 #[derive(Debug)]
 pub struct RemoteDb {
-    conn: Pooled,
+    /// `None`: a new remote ([`RemoteDb::create`]) not written yet. SQLite
+    /// is set up at its first write ([`RemoteDb::written`]): most attempts
+    /// that find no remote make one, and some of them never commit.
+    conn: Option<Pooled>,
     version: i64,
     epoch: String,
     /// The id of the commit `version` is (schema 2; none before that).
@@ -261,6 +293,8 @@ impl RemoteDb {
     pub const SCHEMA_VERSION_MIN: i64 = 1;
 
     /// A brand-new remote: version 0, the given `epoch`, current schema.
+    /// Only named here: SQLite sets it up at its first write (reads find it
+    /// empty), in a buffer sized by [`RemoteDb::reserve`] if that comes first.
     ///
     /// Like a downloaded database, it lives in one resizable buffer (SQLite's
     /// `memdb`), not in a `:memory:` page cache: [`RemoteDb::bytes`] then
@@ -270,30 +304,17 @@ impl RemoteDb {
     /// copy to upload it).
     pub fn create(epoch: &str) -> Result<RemoteDb, RemoteDbError> {
         validate_stable_id(epoch).map_err(|e| wrong(format!("epoch: {e}")))?;
-        let mut conn = open_connection()?;
-        // The empty schema (a few pages) is built in memory once, then copied
-        // into a resizable buffer that every later write grows.
-        static EMPTY: OnceLock<Vec<u8>> = OnceLock::new();
-        let empty = match EMPTY.get() {
-            Some(empty) => empty,
-            None => {
-                let mut scratch = Connection::open_in_memory().map_err(sql_err)?;
-                scratch.execute_batch(SCHEMA).map_err(sql_err)?;
-                let empty = scratch.serialize(MAIN_DB).map_err(sql_err)?.to_vec();
-                EMPTY.get_or_init(|| empty)
-            }
+        Ok(RemoteDb { conn: None, version: 0, epoch: epoch.to_owned(), commit: None })
+    }
+
+    /// The connection, set up first for a new remote: the empty schema
+    /// with room for `room` more bytes, and its counters.
+    fn written(&mut self, room: usize) -> Result<&mut Pooled, RemoteDbError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => new_database(&self.epoch, room)?,
         };
-        deserialize_with_room(&mut conn, &[empty], 0).map_err(sql_err)?;
-        // updated_at is NULL rather than CURRENT_TIMESTAMP: the core has no
-        // clock here, and SQLite's own would make the bytes nondeterministic.
-        conn.execute(
-            "INSERT INTO sync_metadata (key, value, updated_at)
-             VALUES ('version', '0', NULL), ('epoch', ?1, NULL), ('schema_version', ?2, NULL)",
-            params![epoch, Self::SCHEMA_VERSION.to_string()],
-        )
-        .map_err(sql_err)?;
-        let conn = Pooled::new(conn, empty.len());
-        Ok(RemoteDb { conn, version: 0, epoch: epoch.to_owned(), commit: None })
+        Ok(self.conn.insert(conn))
     }
 
     /// Opens downloaded bytes after checking header, integrity, schema and
@@ -326,18 +347,22 @@ impl RemoteDb {
         check_table(&conn, "sync_metadata", &SYNC_COLUMNS, "key")?;
         let (version, epoch, commit) = read_counters(&conn)?;
         check_row_versions(&conn, version)?;
-        let conn = Pooled::new(conn, bytes.len().saturating_add(room));
+        let conn = Some(Pooled::new(conn, bytes.len().saturating_add(room)));
         Ok(RemoteDb { conn, version, epoch, commit })
     }
 
-    /// Moves the database into a buffer with `room` spare bytes for the rows
-    /// a commit will add (see [`RemoteDb::from_bytes_with_room`]). This copies
-    /// it: meant for a new, small one whose commit size was not known when
-    /// it was made.
+    /// Gives the database a buffer with `room` spare bytes for the rows a
+    /// commit will add (see [`RemoteDb::from_bytes_with_room`]). A new
+    /// remote not written yet is made in it, nothing copied; any other
+    /// database is copied into it.
     pub fn reserve(&mut self, room: usize) -> Result<(), RemoteDbError> {
-        let bytes = self.bytes()?.to_vec();
-        self.conn.given = bytes.len().saturating_add(room);
-        deserialize_with_room(&mut self.conn, &[&bytes], room).map_err(sql_err)
+        let Some(conn) = self.conn.as_mut() else {
+            // Not made yet: made with the room, nothing to copy.
+            return self.written(room).map(drop);
+        };
+        let bytes = conn.serialize(MAIN_DB).map_err(sql_err)?.to_vec();
+        conn.given = bytes.len().saturating_add(room);
+        deserialize_with_room(conn, &[&bytes], room).map_err(sql_err)
     }
 
     /// The commit counter (`sync_metadata.version`).
@@ -359,7 +384,7 @@ impl RemoteDb {
     /// version), in the current schema: what a checkpoint carries.
     pub fn set_commit_id(&mut self, commit: &str) -> Result<(), RemoteDbError> {
         validate_stable_id(commit).map_err(|e| wrong(format!("commit: {e}")))?;
-        self.conn
+        self.written(0)?
             .prepare_cached(
                 "INSERT INTO sync_metadata (key, value, updated_at)
                  VALUES ('commit', ?1, NULL), ('schema_version', ?2, NULL)
@@ -384,8 +409,9 @@ impl RemoteDb {
     /// ids and versions checked as in [`RemoteDb::row_versions`] but with
     /// nothing allocated per row: the compare's one pass over all rows.
     pub fn for_each_row_version(&self, mut f: impl FnMut(&str, i64)) -> Result<(), RemoteDbError> {
+        let Some(conn) = &self.conn else { return Ok(()) };
         let mut stmt =
-            self.conn.prepare("SELECT stable_id, remote_version FROM file_metadata").map_err(sql_err)?;
+            conn.prepare("SELECT stable_id, remote_version FROM file_metadata").map_err(sql_err)?;
         let mut rows = stmt.query([]).map_err(sql_err)?;
         while let Some(r) = rows.next().map_err(sql_err)? {
             let (id, ver) = (r.get_ref(0).map_err(sql_err)?, r.get_ref(1).map_err(sql_err)?);
@@ -398,6 +424,7 @@ impl RemoteDb {
     /// The full, validated rows for `stable_ids`, sorted by `stable_id`;
     /// ids the remote does not have are left out.
     pub fn rows(&self, stable_ids: &[String]) -> Result<Vec<RemoteRow>, RemoteDbError> {
+        let Some(conn) = &self.conn else { return Ok(Vec::new()) };
         let mut seen = HashSet::new();
         let ids: Vec<&str> = stable_ids.iter().map(String::as_str).filter(|id| seen.insert(*id)).collect();
         let mut out = Vec::with_capacity(ids.len());
@@ -405,7 +432,7 @@ impl RemoteDb {
             // A few ids (a sync with a few changes): one lookup each, by a
             // statement prepared once per connection; an `IN` list costs a
             // new statement per length, more to prepare than the rows it reads.
-            let mut stmt = self.conn.prepare_cached(select_one()).map_err(sql_err)?;
+            let mut stmt = conn.prepare_cached(select_one()).map_err(sql_err)?;
             for id in &ids {
                 collect_rows(&mut stmt, &[id], &mut out)?;
             }
@@ -414,7 +441,7 @@ impl RemoteDb {
                 |n: usize| format!("{} WHERE stable_id IN ({})", select_all(), vec!["?"; n].join(","));
             // Every chunk but the last has the same size: prepare that one once.
             let mut full = if ids.len() >= CHUNK {
-                Some(self.conn.prepare(&select_in(CHUNK)).map_err(sql_err)?)
+                Some(conn.prepare(&select_in(CHUNK)).map_err(sql_err)?)
             } else {
                 None
             };
@@ -422,7 +449,7 @@ impl RemoteDb {
                 match full.as_mut().filter(|_| chunk.len() == CHUNK) {
                     Some(stmt) => collect_rows(stmt, chunk, &mut out)?,
                     None => {
-                        let mut stmt = self.conn.prepare(&select_in(chunk.len())).map_err(sql_err)?;
+                        let mut stmt = conn.prepare(&select_in(chunk.len())).map_err(sql_err)?;
                         collect_rows(&mut stmt, chunk, &mut out)?;
                     }
                 }
@@ -435,9 +462,10 @@ impl RemoteDb {
     /// Validated rows with `remote_version > version`, sorted by `stable_id`.
     /// A row without a `remote_version` is an error, not silently skipped.
     pub fn rows_changed_since(&self, version: i64) -> Result<Vec<RemoteRow>, RemoteDbError> {
+        let Some(conn) = &self.conn else { return Ok(Vec::new()) };
         let filter = "WHERE remote_version > ?1 OR remote_version IS NULL ORDER BY stable_id";
         let sql = format!("{} {filter}", select_all());
-        let mut stmt = self.conn.prepare(&sql).map_err(sql_err)?;
+        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
         let mut out = Vec::new();
         collect_rows(&mut stmt, &[version], &mut out)?;
         Ok(out)
@@ -445,11 +473,12 @@ impl RemoteDb {
 
     /// Counts live rows and tombstones.
     pub fn stats(&self) -> Result<RemoteDbStats, RemoteDbError> {
+        let Some(conn) = &self.conn else { return Ok(RemoteDbStats::default()) };
         // `CASE WHEN deleted` is SQLite's truthiness: the same "integer != 0"
         // rule the row reader applies (NULL counts as live).
         let sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN deleted THEN 1 ELSE 0 END), 0) FROM file_metadata";
         let (total, dead): (i64, i64) =
-            self.conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err)?;
+            conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err)?;
         let count = |n: i64| u64::try_from(n).map_err(|_| RemoteDbError::Sqlite(format!("bad count {n}")));
         Ok(RemoteDbStats { live: count(total - dead)?, tombstones: count(dead)? })
     }
@@ -486,7 +515,7 @@ impl RemoteDb {
             return Err(RemoteDbError::Sqlite(msg).into());
         }
         // Dropped without `commit()` on any error below: rolled back.
-        let tx = self.conn.transaction().map_err(sql_err)?;
+        let tx = self.written(0)?.transaction().map_err(sql_err)?;
         {
             let mut upsert = tx.prepare_cached(upsert_sql()).map_err(sql_err)?;
             produce(&mut Merge { upsert: &mut upsert, new_version })?;
@@ -517,7 +546,7 @@ impl RemoteDb {
     /// database opened by [`RemoteDb::from_bytes`] lives in one buffer,
     /// which is lent out as it is (75 MiB at 100,000 rows, not copied twice).
     pub fn bytes(&mut self) -> Result<impl std::ops::Deref<Target = [u8]> + '_, RemoteDbError> {
-        self.conn.serialize(MAIN_DB).map_err(sql_err)
+        self.written(0)?.serialize(MAIN_DB).map_err(sql_err)
     }
 }
 
@@ -865,6 +894,11 @@ fn decode(v: &[ValueRef<'_>]) -> Result<RemoteRow, InvalidValue> {
 mod tests {
     use super::*;
 
+    /// The database's SQLite connection (it must have been written).
+    fn sql(db: &RemoteDb) -> &Connection {
+        db.conn.as_deref().expect("a database SQLite has set up")
+    }
+
     fn row(stable_id: &str, v: i64) -> RemoteRow {
         RemoteRow {
             stable_id: stable_id.into(),
@@ -1182,7 +1216,7 @@ mod tests {
         // and writes one sqlite3_int64 through the pointer.
         let rc = unsafe {
             rusqlite::ffi::sqlite3_file_control(
-                db.conn.handle(),
+                db.written(0).unwrap().handle(),
                 c"main".as_ptr(),
                 rusqlite::ffi::SQLITE_FCNTL_SIZE_LIMIT,
                 (&raw mut limit).cast(),
@@ -1214,9 +1248,9 @@ mod tests {
         assert_eq!(db.to_bytes().unwrap(), bytes);
         db.reserve(1 << 20).unwrap();
         assert_eq!(db.to_bytes().unwrap(), bytes);
-        let cache: i64 = db.conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
+        let cache: i64 = sql(&db).query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
         assert_eq!(cache, -i64::from(PAGE_CACHE_KIB));
-        let trusted: i64 = db.conn.query_row("PRAGMA trusted_schema", [], |r| r.get(0)).unwrap();
+        let trusted: i64 = sql(&db).query_row("PRAGMA trusted_schema", [], |r| r.get(0)).unwrap();
         assert_eq!(trusted, 0);
     }
 
@@ -1225,7 +1259,8 @@ mod tests {
         let mut db = RemoteDb::create("e1").unwrap();
         let rows: Vec<RemoteRow> = (0..2_000).map(|i| row(&format!("r{i}"), 1)).collect();
         db.commit(&rows, 1, "now").unwrap();
-        assert!(matches!(db.conn.serialize(MAIN_DB).unwrap(), rusqlite::serialize::Data::Shared(_)));
+        let conn = db.conn.as_deref_mut().expect("written");
+        assert!(matches!(conn.serialize(MAIN_DB).unwrap(), rusqlite::serialize::Data::Shared(_)));
         let bytes = db.to_bytes().unwrap();
         let reopened = RemoteDb::from_bytes(&bytes).unwrap();
         assert_eq!((reopened.version(), reopened.epoch()), (1, "e1"));
@@ -1264,12 +1299,34 @@ mod tests {
         assert_eq!(idle_connections(), 1);
         let db = RemoteDb::from_bytes(&bytes).unwrap();
         assert_eq!(idle_connections(), 0, "the next database takes it");
-        let other = RemoteDb::create("e2").unwrap();
+        let mut other = RemoteDb::create("e2").unwrap();
+        other.commit(&[row("a", 1)], 1, "now").unwrap();
         drop((db, other));
         assert_eq!(idle_connections(), 2);
         let dbs: Vec<RemoteDb> = (0..IDLE_MAX + 1).map(|_| RemoteDb::from_bytes(&bytes).unwrap()).collect();
         drop(dbs);
         assert_eq!(idle_connections(), IDLE_MAX, "at most {IDLE_MAX} stay idle");
+    }
+
+    #[test]
+    fn a_new_remote_is_set_up_in_sqlite_only_when_written() {
+        let bytes = sample();
+        no_idle_connections();
+        drop(RemoteDb::from_bytes(&bytes).unwrap());
+        let mut db = RemoteDb::create("e2").unwrap();
+        // Reads find it empty, and take no connection.
+        assert!(db.rows(&ids(&["a"])).unwrap().is_empty());
+        assert!(db.rows_changed_since(0).unwrap().is_empty());
+        assert_eq!(db.stats().unwrap(), RemoteDbStats::default());
+        let mut seen = 0;
+        db.for_each_row_version(|_, _| seen += 1).unwrap();
+        assert_eq!((seen, idle_connections()), (0, 1));
+        // Its first write sets it up: an empty remote with its counters.
+        let empty = db.to_bytes().unwrap();
+        assert_eq!(idle_connections(), 0);
+        let reopened = RemoteDb::from_bytes(&empty).unwrap();
+        assert_eq!((reopened.version(), reopened.epoch(), reopened.commit_id()), (0, "e2", None));
+        assert_eq!(reopened.stats().unwrap(), RemoteDbStats::default());
     }
 
     #[test]
@@ -1287,12 +1344,11 @@ mod tests {
         assert_eq!((db.version(), db.epoch()), (1, "epoch-1"));
         assert!(db.rows(&ids(&["z"])).unwrap().is_empty());
         assert_eq!(db.rows(&ids(&["a", "b", "c"])).unwrap().len(), 3);
-        let extra: i64 = db
-            .conn
+        let extra: i64 = sql(&db)
             .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'extra'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(extra, 0);
-        let trusted: i64 = db.conn.query_row("PRAGMA trusted_schema", [], |r| r.get(0)).unwrap();
+        let trusted: i64 = sql(&db).query_row("PRAGMA trusted_schema", [], |r| r.get(0)).unwrap();
         assert_eq!(trusted, 0, "the connection's settings hold");
     }
 
