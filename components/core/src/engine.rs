@@ -1432,8 +1432,13 @@ fn put_once(io: &mut Io<'_>, session: &mut Session, path: &str, bytes: &[u8]) ->
     match first {
         Ok(_) => Ok(()),
         Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) => {
-            let there = session.call(io, |io| io.remote.get(path, bytes.len() as u64))?;
-            if there.bytes == bytes {
+            // Read at most our own length: a larger file is not ours either.
+            let same = match session.call(io, |io| io.remote.get(path, bytes.len() as u64)) {
+                Ok(there) => there.bytes == bytes,
+                Err(RemoteError::TooLarge { .. }) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if same {
                 Ok(())
             } else {
                 Err(Interrupted::Failed(SyncError::RemoteCorrupt(format!(
@@ -1855,6 +1860,29 @@ mod tests {
     /// A whole remote state (not a new remote: its commit has a change file).
     fn whole(db: RemoteDb) -> Fetched {
         Fetched { view: View::Full(Box::new(FullView::empty(db))), head: None, is_new: false }
+    }
+
+    #[test]
+    fn a_change_file_name_taken_by_other_content_is_an_error_saying_so() {
+        let mut store = store_with(0);
+        with_io(&mut store, |io| {
+            let mut session = Session::new(0);
+            let (path, theirs) = ("changes/2-c2.json", &b"another writer's change file"[..]);
+            io.remote.mkcol("changes").unwrap();
+            io.remote.put(path, theirs, &Precondition::None).unwrap();
+            // Shorter than theirs (read up to our length: too large), and longer.
+            for ours in [&b"ours"[..], b"another writer's change file, longer"] {
+                match put_once(io, &mut session, path, ours) {
+                    Err(Interrupted::Failed(SyncError::RemoteCorrupt(msg))) => {
+                        assert_eq!(msg, format!("{path} exists with other content"));
+                    }
+                    Err(Interrupted::Failed(e)) => panic!("{} bytes: {e}", ours.len()),
+                    other => panic!("{} bytes: {:?}", ours.len(), other.is_ok()),
+                }
+            }
+            // The same bytes: the retry of a write whose answer was lost.
+            assert!(put_once(io, &mut session, path, theirs).is_ok());
+        });
     }
 
     fn commit_both_ways(store: &mut MemStore, steps: &mut Vec<Step>) -> Committed {
