@@ -168,8 +168,8 @@ const IDLE_MAX: usize = 4;
 /// included; the connection's own settings (`trusted_schema` off) stay; its
 /// cached statements are dropped before it is kept. Only a connection at
 /// rest is kept (no open transaction), and only one whose database passed
-/// [`RemoteDb::from_bytes`]' checks or was made by [`RemoteDb::create`]: a
-/// refused database's connection is dropped with the error.
+/// [`RemoteDb::from_bytes`]' checks or is a new remote ([`new_database`]):
+/// a refused database's connection is dropped with the error.
 #[derive(Debug)]
 struct Pooled {
     conn: Option<Connection>,
